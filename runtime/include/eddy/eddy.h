@@ -1,0 +1,433 @@
+/*
+ * eddy — an io_uring proactor runtime.
+ *
+ * The model: completion, not readiness.  You fill an operation (a struct
+ * eddy_op that you own, usually embedded in your own connection or request
+ * struct), start it, and the kernel does the I/O.  The loop reaps
+ * completions and calls the operation's callback with the result.
+ *
+ * Guarantees, for every operation kind:
+ *   - A starter that returns a negative errno never calls the callback.
+ *   - A starter that returns 0 leads to exactly one *final* callback, also
+ *     when the operation is cancelled or its deadline fires.  Multishot
+ *     operations (accept, recv_multi, repeating timers, signals) may call
+ *     the callback several times before that; every non-final call has
+ *     EDDY_OP_MORE set in op->flags, the final one has it clear.
+ *   - Callbacks run only from eddy_loop_run() on the loop's thread, never
+ *     from inside the starter.
+ *   - From start until the final callback the op and every buffer it points
+ *     to belong to the loop and the kernel.  Cancelling does not end that
+ *     ownership; the final callback does.  Inside the final callback the op
+ *     may be freed or started again.
+ *   - A full submission queue is not the caller's problem: the op is queued
+ *     and submitted after the next flush.
+ *
+ * Threads: one loop per thread.  A loop is bound to the thread that called
+ * eddy_loop_init(); every function here must be called from that thread,
+ * except eddy_loop_stop(), eddy_post_threadsafe() and eddy_strerror().
+ *
+ * Errors: functions return 0 (or a count) on success and a negative errno
+ * on failure.  Callback results are the kernel's: bytes or a descriptor on
+ * success, a negative errno on failure.  Nothing sets errno for you to read.
+ * The library never prints unless you ask for it (the stall watchdog, and
+ * the log hook in the loop options).
+ */
+#ifndef EDDY_EDDY_H
+#define EDDY_EDDY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EDDY_VERSION_MAJOR 0
+#define EDDY_VERSION_MINOR 1
+#define EDDY_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ---------------------------------------------------------------------- */
+
+/* The text for a negative errno (or 0).  Never NULL; thread-safe. */
+const char *eddy_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Kernel features
+ *
+ * Probed once at eddy_loop_init().  eddy_loop_features() gives the mask in
+ * use: what the kernel has, minus what the options or the environment
+ * switched off.  Names (for EDDY_DISABLE) are in parentheses.
+ * ---------------------------------------------------------------------- */
+enum eddy_feature {
+    EDDY_FEAT_ACCEPT_MULTI   = 1u << 0, /* (accept_multishot) 5.19 */
+    EDDY_FEAT_BUF_RING       = 1u << 1, /* (buf_ring) provided buffer ring, 5.19 */
+    EDDY_FEAT_RECV_MULTI     = 1u << 2, /* (recv_multishot) 6.0, needs buf_ring */
+    EDDY_FEAT_SINGLE_ISSUER  = 1u << 3, /* (single_issuer) 6.0 */
+    EDDY_FEAT_DEFER_TASKRUN  = 1u << 4, /* (defer_taskrun) 6.1, needs single_issuer */
+    EDDY_FEAT_COOP_TASKRUN   = 1u << 5, /* (coop_taskrun) 5.19 */
+    EDDY_FEAT_MSG_RING       = 1u << 6, /* (msg_ring) 5.18 */
+    EDDY_FEAT_SEND_ZC        = 1u << 7, /* (send_zc) 6.0 */
+    EDDY_FEAT_TIMEOUT_UPDATE = 1u << 8, /* (timeout_update) 5.11 */
+    EDDY_FEAT_NO_MEMLOCK     = 1u << 9, /* (no_memlock) ring memory not charged to RLIMIT_MEMLOCK, 5.12 */
+    EDDY_FEAT_REG_RING_FD    = 1u << 10, /* (registered_ring) 5.18 */
+    EDDY_FEAT_SHUTDOWN       = 1u << 11, /* (shutdown) IORING_OP_SHUTDOWN, 5.11 */
+    EDDY_FEAT_NODROP         = 1u << 12, /* (nodrop) no CQE is dropped on CQ overflow, 5.5 */
+    EDDY_FEAT_EXT_ARG        = 1u << 13, /* (ext_arg) 5.11 */
+};
+
+/* Everything a Linux 5.10 kernel lacks; EDDY_COMPAT=5.10 switches these off. */
+#define EDDY_FEAT_NOT_IN_5_10                                                  \
+    (EDDY_FEAT_ACCEPT_MULTI | EDDY_FEAT_BUF_RING | EDDY_FEAT_RECV_MULTI |      \
+     EDDY_FEAT_SINGLE_ISSUER | EDDY_FEAT_DEFER_TASKRUN |                       \
+     EDDY_FEAT_COOP_TASKRUN | EDDY_FEAT_MSG_RING | EDDY_FEAT_SEND_ZC |         \
+     EDDY_FEAT_TIMEOUT_UPDATE | EDDY_FEAT_NO_MEMLOCK |                         \
+     EDDY_FEAT_REG_RING_FD | EDDY_FEAT_SHUTDOWN | EDDY_FEAT_EXT_ARG)
+
+/* The name of one feature bit ("accept_multishot"), or NULL. */
+const char *eddy_feature_name(unsigned feature);
+
+/*
+ * Parses a comma-separated list of feature names (spaces allowed; "all"
+ * means every feature) into a mask.  Returns 0 and sets *mask, or -EINVAL
+ * for an unknown name.
+ */
+int eddy_feature_parse(const char *list, unsigned *mask);
+
+/* ------------------------------------------------------------------------
+ * Loop options
+ * ---------------------------------------------------------------------- */
+
+/* The log hook: level is one of EDDY_LOG_*; msg has no trailing newline. */
+enum { EDDY_LOG_ERROR = 0, EDDY_LOG_WARN = 1, EDDY_LOG_INFO = 2 };
+typedef void (*eddy_log_fn)(void *ud, int level, const char *msg);
+
+/*
+ * The allocator hook, Lua style: alloc(ud, ptr, 0) frees; alloc(ud, NULL, n)
+ * allocates; never called on the hot path.  Returning NULL is an ordinary
+ * failure (-ENOMEM) that every caller handles.
+ */
+typedef void *(*eddy_alloc_fn)(void *ud, void *ptr, size_t size);
+
+struct eddy_loop_options {
+    unsigned entries;          /* SQ entries; 0 = 256.  Rounded up to a power of 2. */
+    unsigned cq_entries;       /* CQ entries; 0 = 4 * entries */
+    unsigned disable;          /* features to switch off (EDDY_FEAT_*) */
+    unsigned stall_ms;         /* stall watchdog threshold; 0 = off */
+    unsigned pool_threads;     /* worker pool threads; 0 = 4.  Started on first job. */
+    int ignore_env;            /* nonzero: ignore EDDY_DISABLE/EDDY_COMPAT/EDDY_STALL_MS */
+    eddy_log_fn log;           /* NULL: warnings and stall reports go to stderr */
+    void *log_ud;
+    eddy_alloc_fn alloc;       /* NULL: malloc/realloc/free */
+    void *alloc_ud;
+};
+
+/* Fills o with the defaults (all zero). */
+void eddy_loop_options_init(struct eddy_loop_options *o);
+
+/* ------------------------------------------------------------------------
+ * Operations
+ * ---------------------------------------------------------------------- */
+
+struct eddy_loop;
+struct eddy_op;
+struct eddy_bufpool;
+
+/* One callback shape for every kind: res is bytes, a descriptor, 0 or -errno. */
+typedef void (*eddy_cb)(struct eddy_op *op, int res);
+
+/* A worker-pool job body; runs on a pool thread. Its return value is the
+ * res of the completion callback. */
+typedef int (*eddy_work_fn)(struct eddy_op *op);
+
+/* op->flags, read-only, valid inside the callback */
+enum {
+    EDDY_OP_MORE = 1u << 0,    /* more callbacks will follow (not final) */
+    EDDY_OP_BUFFER = 1u << 1,  /* recv_multi: op->buf/op->bid hold a pool buffer */
+};
+
+/*
+ * The operation.  Embed it in your own struct and recover yours with
+ * eddy_container_of(), or point op->data at it.  Zero it (or use
+ * EDDY_OP_INIT) before its first start; after its final callback it may be
+ * started again as it is.
+ */
+struct eddy_op {
+    /* public: set by you (the starter sets cb) */
+    eddy_cb cb;
+    void *data;                /* yours */
+    const char *label;         /* optional name for the stall watchdog */
+    /* read-only: valid inside the callback */
+    void *buf;                 /* recv_multi: the received bytes */
+    uint32_t flags;            /* EDDY_OP_MORE, EDDY_OP_BUFFER */
+    uint16_t bid;              /* recv_multi: buffer id to give back */
+    /* private: the loop's */
+    uint8_t kind;
+    uint8_t state;
+    uint32_t pflags;
+    int32_t res;               /* result waiting for a deferred callback */
+    struct eddy_op *next;
+    struct eddy_op *prev;
+    struct eddy_loop *loop;
+    int64_t deadline_ns;       /* absolute CLOCK_MONOTONIC, 0 = none */
+    struct { int64_t tv_sec; long long tv_nsec; } ts; /* kernel timespec */
+    union {
+        struct { int fd; unsigned msgflags; const void *buf; size_t len, done; } send;
+        struct { int fd; unsigned msgflags; struct msghdr *msg; size_t done; } sendmsg;
+        struct { int fd; unsigned msgflags; void *buf; size_t len; } recv;
+        struct { int fd; struct eddy_bufpool *pool; } recvm;
+        struct { int fd; int flags; struct sockaddr *addr; socklen_t *addrlen; unsigned backoff_ms; } accept;
+        struct { int fd; socklen_t len; const struct sockaddr *addr; } connect;
+        struct { int fd; unsigned len; void *buf; uint64_t off; } rw;
+        struct { int fd; int how; } shut;
+        struct { int fd; unsigned events; } poll;
+        struct { int64_t interval_ns; int64_t next_ns; } timer;
+        struct { eddy_work_fn fn; int res; } work;
+        struct { int signo; } sig;
+    } u;
+};
+
+#define EDDY_OP_INIT {0}
+
+#define eddy_container_of(ptr, type, member)                                   \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+/* True while the op is started and its final callback has not run yet. */
+int eddy_op_active(const struct eddy_op *op);
+
+/*
+ * Gives the next start of op a deadline, ms from now: when it passes, the
+ * operation is cancelled and ends with -ETIME (or with its real result if
+ * that won the race).  For send/sendmsg the deadline covers every
+ * re-submission.  Not for multishot kinds (their starters return -EINVAL).
+ * Call before the starter; the deadline is cleared by the final callback.
+ */
+void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned ms);
+
+/* ------------------------------------------------------------------------
+ * The loop
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Creates a loop and its ring on the calling thread.  opts may be NULL.
+ * Environment (unless opts->ignore_env): EDDY_DISABLE=<names> and
+ * EDDY_COMPAT=5.10 switch features off; EDDY_STALL_MS=<n> sets the
+ * watchdog threshold when opts leaves it 0.
+ * Returns 0 and *out, or -ENOSYS / -EPERM / -ENOMEM / ... when io_uring
+ * cannot be set up: eddy_loop_init_explain() says why and what to do.
+ */
+int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts);
+
+/* A sentence that explains an eddy_loop_init() failure to an operator. */
+const char *eddy_loop_init_explain(int err);
+
+/*
+ * Frees the loop.  Returns -EBUSY (and frees nothing) while operations are
+ * active: cancel them and run the loop until they end first.
+ */
+int eddy_loop_destroy(struct eddy_loop *loop);
+
+enum eddy_run_mode {
+    EDDY_RUN_DEFAULT = 0, /* until no operation is active, or stopped */
+    EDDY_RUN_ONCE = 1,    /* one iteration; waits for at least one completion if work is active */
+    EDDY_RUN_NOWAIT = 2,  /* one iteration without waiting */
+};
+
+/*
+ * Runs the loop.  Returns the number of active operations left (0 when the
+ * loop ran out of work), or a negative errno on a fatal ring error.
+ */
+int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode);
+
+/* Makes eddy_loop_run() return after its current iteration.  Any thread. */
+void eddy_loop_stop(struct eddy_loop *loop);
+
+/* Keeps the loop running while it has no active operation (for example
+ * while other threads will post to it).  Counted; loop thread only. */
+void eddy_loop_ref(struct eddy_loop *loop);
+void eddy_loop_unref(struct eddy_loop *loop);
+
+/* The loop's cached CLOCK_MONOTONIC time in ns, updated every iteration. */
+int64_t eddy_now_ns(const struct eddy_loop *loop);
+/* Re-reads the clock into the cache and returns it. */
+int64_t eddy_update_time(struct eddy_loop *loop);
+
+/* The features in use (EDDY_FEAT_*), and the ring's setup flags. */
+unsigned eddy_loop_features(const struct eddy_loop *loop);
+unsigned eddy_loop_setup_flags(const struct eddy_loop *loop);
+
+struct eddy_loop_stats {
+    uint64_t sqes;             /* SQEs submitted */
+    uint64_t completions;      /* CQEs reaped */
+    uint64_t submit_calls;     /* io_uring_enter calls that submitted or waited */
+    uint64_t sq_full;          /* times a full SQ had to be flushed early */
+    uint64_t cq_overflows;     /* times the kernel reported CQ overflow */
+    uint64_t enobufs;          /* -ENOBUFS from an empty buffer pool */
+    uint64_t iterations;       /* loop iterations */
+    uint64_t stalls;           /* callbacks the watchdog reported */
+    uint32_t active;           /* operations started and not yet final */
+    uint32_t inflight;         /* SQEs in the kernel */
+};
+void eddy_loop_stats(const struct eddy_loop *loop, struct eddy_loop_stats *out);
+
+/* The allocator of the loop (for layers built on it). */
+void *eddy_loop_alloc(struct eddy_loop *loop, size_t size);
+void *eddy_loop_realloc(struct eddy_loop *loop, void *ptr, size_t size);
+void eddy_loop_free(struct eddy_loop *loop, void *ptr);
+/* Logs through the loop's log hook (printf-style). */
+void eddy_loop_log(struct eddy_loop *loop, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------
+ * Starters.  All take (loop, op, args..., cb); all return 0 or -errno.
+ * Buffers and addresses passed in belong to the loop until the final
+ * callback.
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Accepts connections on a listening socket, repeatedly: one callback per
+ * connection (res = the new descriptor, EDDY_OP_MORE set) until cancelled.
+ * Multishot where the kernel has it, else a single accept re-armed after
+ * each completion.  flags: SOCK_NONBLOCK / SOCK_CLOEXEC for accept4.
+ * On -EMFILE / -ENFILE / -ENOMEM / -ENOBUFS the callback sees the error
+ * with EDDY_OP_MORE set, and accepting resumes after a back-off (10 ms
+ * doubling to 1 s), so an out-of-descriptors server neither spins nor
+ * stops.  Transient errors (-ECONNABORTED, -EINTR ...) are retried quietly.
+ * The final callback is -ECANCELED (after eddy_cancel) or a fatal error
+ * (-EBADF, -EINVAL, -ENOTSOCK).  addr/addrlen may be NULL.
+ */
+int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                struct sockaddr *addr, socklen_t *addrlen, int flags, eddy_cb cb);
+
+/* Connects fd to addr; res 0 or -errno.  addr must live until the callback. */
+int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 const struct sockaddr *addr, socklen_t len, eddy_cb cb);
+
+/* One recv into buf: res = bytes (0 = peer closed) or -errno. */
+int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
+              size_t len, unsigned msgflags, eddy_cb cb);
+
+/*
+ * Receives repeatedly into buffers taken from pool: one callback per chunk
+ * with res = bytes, op->buf/op->bid the buffer (EDDY_OP_BUFFER set) and
+ * EDDY_OP_MORE set.  Give every buffer back with eddy_bufpool_put().  The
+ * final callback has res 0 (peer closed), -ECANCELED or another -errno, and
+ * no buffer.  When the pool runs dry the receive waits (counted as enobufs)
+ * and resumes by itself when a buffer is put back; no byte is lost.
+ * Multishot recv from a buffer ring where the kernel has it, else single
+ * recvs into pool buffers.
+ */
+int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                    struct eddy_bufpool *pool, eddy_cb cb);
+
+/*
+ * Sends all len bytes: short sends are re-submitted inside, the callback
+ * sees len or the first error (bytes already sent are then lost to the
+ * caller's view; treat the connection as broken).  MSG_NOSIGNAL is always
+ * added: a reset peer gives -EPIPE / -ECONNRESET, never SIGPIPE.
+ */
+int eddy_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
+              const void *buf, size_t len, unsigned msgflags, eddy_cb cb);
+
+/*
+ * sendmsg until every byte of msg's iovecs is sent (res = total) or an
+ * error.  On a short send the loop advances msg->msg_iov / msg_iovlen and
+ * the iovecs in place: they are the loop's until the callback.
+ */
+int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 struct msghdr *msg, unsigned msgflags, eddy_cb cb);
+
+/* read/write at offset (-1 = current position); res = bytes or -errno. */
+int eddy_read(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
+              unsigned len, uint64_t offset, eddy_cb cb);
+int eddy_write(struct eddy_loop *loop, struct eddy_op *op, int fd,
+               const void *buf, unsigned len, uint64_t offset, eddy_cb cb);
+
+/* Closes fd; res 0 or -errno. */
+int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb);
+
+/* shutdown(fd, how); IORING_OP_SHUTDOWN or, before 5.11, the system call
+ * with the result delivered as a completion. */
+int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
+                  eddy_cb cb);
+
+/* Waits once for readiness (POLLIN, POLLOUT ...) of any descriptor; res =
+ * the revents or -errno. */
+int eddy_poll(struct eddy_loop *loop, struct eddy_op *op, int fd,
+              unsigned events, eddy_cb cb);
+
+/*
+ * Timers.  res is 0 when the timer fires (never early), -ECANCELED when
+ * cancelled.  A repeating timer fires every interval_ms (EDDY_OP_MORE set),
+ * scheduled from its previous deadline so it does not drift, until
+ * cancelled.  eddy_timer_at takes an absolute CLOCK_MONOTONIC time in ns.
+ */
+int eddy_timer(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms, eddy_cb cb);
+int eddy_timer_ns(struct eddy_loop *loop, struct eddy_op *op, uint64_t ns, eddy_cb cb);
+int eddy_timer_at(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns, eddy_cb cb);
+int eddy_timer_repeat(struct eddy_loop *loop, struct eddy_op *op,
+                      uint64_t interval_ms, eddy_cb cb);
+
+/*
+ * Cancels op.  Returns 0 if a cancellation was started, -ENOENT if op is not
+ * active, -EALREADY if it is already being cancelled.  The op's final
+ * callback runs exactly once, with -ECANCELED or with its real result when
+ * that won the race.  Never calls the callback from here.
+ */
+int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op);
+
+/* Runs cb(op, 0) on the loop's next iteration. */
+int eddy_post(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb);
+
+/*
+ * From any thread: runs cb(op, 0) on the loop's thread soon, waking the
+ * loop if it sleeps.  Lock-free; no post is lost.  The op must not be
+ * active.  The loop does not know of the post until it arrives: keep it
+ * running with eddy_loop_ref() while posts may still come.
+ */
+void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb);
+
+/*
+ * Runs fn(op) on a worker-pool thread, then cb(op, fn's result) on the loop
+ * thread.  Cancel before a thread picks the job up gives -ECANCELED; a job
+ * already running cannot be stopped and completes normally.
+ */
+int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb);
+
+/*
+ * Delivers signo (SIGINT, SIGTERM, SIGHUP ...) as completions: res = signo,
+ * EDDY_OP_MORE set, once per delivery, until cancelled (final -ECANCELED).
+ * The signal is blocked in the calling thread and read from a signalfd, so
+ * block it in every other thread of the process too (threads created after
+ * this call inherit the mask; eddy's pool threads block all signals).
+ */
+int eddy_signal(struct eddy_loop *loop, struct eddy_op *op, int signo, eddy_cb cb);
+
+/* ------------------------------------------------------------------------
+ * Buffer pool (for eddy_recv_multi)
+ * ---------------------------------------------------------------------- */
+
+/*
+ * Creates a pool of count buffers of size bytes each (count a power of 2,
+ * at most 32768).  A provided-buffer ring where the kernel has one.
+ */
+int eddy_bufpool_init(struct eddy_loop *loop, struct eddy_bufpool **out,
+                      unsigned count, unsigned size);
+/* Frees the pool; -EBUSY while a recv_multi uses it. */
+int eddy_bufpool_destroy(struct eddy_bufpool *pool);
+/* Gives buffer bid back to the pool (and resumes receives waiting for one). */
+void eddy_bufpool_put(struct eddy_bufpool *pool, uint16_t bid);
+/* The buffer with id bid, its size, and how many buffers are free. */
+void *eddy_bufpool_buf(const struct eddy_bufpool *pool, uint16_t bid);
+unsigned eddy_bufpool_bufsize(const struct eddy_bufpool *pool);
+unsigned eddy_bufpool_free_count(const struct eddy_bufpool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDDY_EDDY_H */

@@ -1,0 +1,609 @@
+/*
+ * The operations: their starters, how each is prepared as SQEs, and what
+ * each does with its completions (re-arm, re-submit the rest, finish).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ---- preparing SQEs --------------------------------------------------- */
+
+static struct io_uring_sqe *op_sqe(struct eddy_loop *loop, struct eddy_op *op,
+                                   unsigned tag)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+    assert(sqe); /* op_arm made room */
+    io_uring_sqe_set_data64(sqe, EDDY_UD(op, tag));
+    loop->inflight++;
+    return sqe;
+}
+
+static void set_ts(struct eddy_op *op, int64_t abs_ns)
+{
+    op->ts.tv_sec = abs_ns / 1000000000;
+    op->ts.tv_nsec = abs_ns % 1000000000;
+}
+
+/* Links a deadline (absolute, so re-submissions share it) after sqe. */
+static void link_deadline(struct eddy_loop *loop, struct eddy_op *op,
+                          struct io_uring_sqe *sqe)
+{
+    if (!op->deadline_ns)
+        return;
+    sqe->flags |= IOSQE_IO_LINK;
+    set_ts(op, op->deadline_ns);
+    struct io_uring_sqe *t = op_sqe(loop, op, TAG_LINK);
+    io_uring_prep_link_timeout(t, (struct __kernel_timespec *)&op->ts,
+                               IORING_TIMEOUT_ABS);
+}
+
+static void prep_accept(struct eddy_loop *loop, struct eddy_op *op)
+{
+    struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
+    if (loop->features & EDDY_FEAT_ACCEPT_MULTI)
+        io_uring_prep_multishot_accept(sqe, op->u.accept.fd, op->u.accept.addr,
+                                       op->u.accept.addrlen, op->u.accept.flags);
+    else
+        io_uring_prep_accept(sqe, op->u.accept.fd, op->u.accept.addr,
+                             op->u.accept.addrlen, op->u.accept.flags);
+}
+
+static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
+{
+    struct eddy_bufpool *pool = op->u.recvm.pool;
+    if (pool->ring) {
+        struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
+        if (loop->features & EDDY_FEAT_RECV_MULTI)
+            io_uring_prep_recv_multishot(sqe, op->u.recvm.fd, NULL, 0, 0);
+        else
+            io_uring_prep_recv(sqe, op->u.recvm.fd, NULL, 0, 0);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = pool->bgid;
+        return;
+    }
+    /* Without a buffer ring: a single recv into a buffer we pick. */
+    uint16_t bid;
+    if (!bufpool_take(pool, &bid)) {
+        loop->st.enobufs++;
+        bufpool_park(pool, op);
+        return;
+    }
+    op->bid = bid;
+    op->pflags |= PF_HAS_BUF;
+    struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
+    io_uring_prep_recv(sqe, op->u.recvm.fd, eddy_bufpool_buf(pool, bid), pool->size, 0);
+}
+
+bool op_prep(struct eddy_loop *loop, struct eddy_op *op)
+{
+    struct io_uring_sqe *sqe = NULL;
+    switch (op->kind) {
+    case K_ACCEPT:
+        prep_accept(loop, op);
+        return true;
+    case K_RECV_MULTI:
+        prep_recv_multi(loop, op);
+        return true;
+    case K_CONNECT:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_connect(sqe, op->u.connect.fd, op->u.connect.addr, op->u.connect.len);
+        break;
+    case K_RECV:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_recv(sqe, op->u.recv.fd, op->u.recv.buf, op->u.recv.len,
+                           (int)op->u.recv.msgflags);
+        break;
+    case K_SEND:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_send(sqe, op->u.send.fd,
+                           (const char *)op->u.send.buf + op->u.send.done,
+                           op->u.send.len - op->u.send.done,
+                           (int)(op->u.send.msgflags | MSG_NOSIGNAL));
+        break;
+    case K_SENDMSG:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_sendmsg(sqe, op->u.sendmsg.fd, op->u.sendmsg.msg,
+                              op->u.sendmsg.msgflags | MSG_NOSIGNAL);
+        break;
+    case K_READ:
+    case K_INTERNAL_READ:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_read(sqe, op->u.rw.fd, op->u.rw.buf, op->u.rw.len, op->u.rw.off);
+        break;
+    case K_WRITE:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_write(sqe, op->u.rw.fd, op->u.rw.buf, op->u.rw.len, op->u.rw.off);
+        break;
+    case K_CLOSE:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_close(sqe, op->u.shut.fd);
+        break;
+    case K_SHUTDOWN:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_shutdown(sqe, op->u.shut.fd, op->u.shut.how);
+        break;
+    case K_POLL:
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_poll_add(sqe, op->u.poll.fd, op->u.poll.events);
+        break;
+    case K_TIMER:
+        sqe = op_sqe(loop, op, TAG_OP);
+        set_ts(op, op->u.timer.next_ns);
+        io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&op->ts, 0,
+                              IORING_TIMEOUT_ABS);
+        return true; /* a timer needs no deadline */
+    default:
+        assert(!"eddy: op kind cannot be prepared");
+        return false;
+    }
+    link_deadline(loop, op, sqe);
+    return true;
+}
+
+/* ---- completions ------------------------------------------------------ */
+
+static bool accept_transient(int res)
+{
+    switch (res) {
+    case -ECONNABORTED:
+    case -EINTR:
+    case -EAGAIN:
+    case -EPROTO:
+    case -EPERM:
+    case -ENETDOWN:
+    case -ENOPROTOOPT:
+    case -EHOSTDOWN:
+    case -ENONET:
+    case -EHOSTUNREACH:
+    case -EOPNOTSUPP:
+    case -ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool accept_exhausted(int res)
+{
+    return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
+}
+
+static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
+                            unsigned cflags)
+{
+    bool more = cflags & IORING_CQE_F_MORE;
+    bool cancel = op->pflags & PF_CANCEL;
+    if (res >= 0) {
+        op->u.accept.backoff_ms = 0;
+        if (!more) {
+            if (cancel)
+                op_defer_final(loop, op, -ECANCELED);
+            else
+                op_arm(loop, op); /* single-shot, or the kernel ended multishot */
+        }
+        op_deliver(loop, op, res, 0);
+        return;
+    }
+    if (more)
+        return; /* an error the multishot accept survives */
+    if (cancel || res == -ECANCELED) {
+        op_finish(loop, op, cancel ? -ECANCELED : res);
+        return;
+    }
+    if (accept_transient(res)) {
+        op_arm(loop, op);
+        return;
+    }
+    if (accept_exhausted(res)) {
+        /* Out of descriptors or memory: say so, wait, try again.  Spinning
+         * on accept would only burn the CPU the server needs to free them. */
+        unsigned ms = op->u.accept.backoff_ms ? op->u.accept.backoff_ms * 2 : 10;
+        if (ms > 1000)
+            ms = 1000;
+        op->u.accept.backoff_ms = ms;
+        op->state = ST_BACKOFF;
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);
+        if (!sqe) {
+            io_uring_submit(&loop->ring);
+            sqe = io_uring_get_sqe(&loop->ring);
+        }
+        if (sqe) {
+            io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_BACKOFF));
+            loop->inflight++;
+            set_ts(op, eddy_update_time(loop) + (int64_t)ms * 1000000);
+            io_uring_prep_timeout(sqe, (struct __kernel_timespec *)&op->ts, 0,
+                                  IORING_TIMEOUT_ABS);
+        } else {
+            op_arm(loop, op); /* no SQE even for a timer: retry at once */
+        }
+        op_deliver(loop, op, res, 0);
+        return;
+    }
+    op_finish(loop, op, res);
+}
+
+void op_backoff_done(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    if (op->pflags & PF_CANCEL || (res != -ETIME && res != 0)) {
+        op_finish(loop, op, -ECANCELED);
+        return;
+    }
+    op_arm(loop, op);
+}
+
+static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
+                                int res, unsigned cflags)
+{
+    struct eddy_bufpool *pool = op->u.recvm.pool;
+    bool more = cflags & IORING_CQE_F_MORE;
+    bool cancel = op->pflags & PF_CANCEL;
+    uint16_t bid = 0;
+    bool has_buf = false;
+    if (pool->ring && (cflags & IORING_CQE_F_BUFFER)) {
+        bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
+        pool->out++;
+        has_buf = true;
+    } else if (op->pflags & PF_HAS_BUF) {
+        bid = op->bid;
+        op->pflags &= ~PF_HAS_BUF;
+        has_buf = true;
+    }
+    if (res > 0) {
+        if (!more) {
+            if (cancel) {
+                pool->users--;
+                op_defer_final(loop, op, -ECANCELED);
+            } else {
+                op_arm(loop, op);
+            }
+        }
+        op->buf = eddy_bufpool_buf(pool, bid);
+        op->bid = bid;
+        op_deliver(loop, op, res, EDDY_OP_BUFFER);
+        return;
+    }
+    if (has_buf)
+        eddy_bufpool_put(pool, bid); /* no data in it */
+    if (more)
+        return;
+    if (res == -ENOBUFS && !cancel) {
+        /* Back-pressure: the pool is dry.  Wait for a buffer to come back. */
+        loop->st.enobufs++;
+        bufpool_park(pool, op);
+        return;
+    }
+    pool->users--;
+    op_finish(loop, op, cancel ? -ECANCELED : res);
+}
+
+static void complete_send(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    if (res > 0) {
+        op->u.send.done += (size_t)res;
+        if (op->u.send.done < op->u.send.len) {
+            if (op->pflags & PF_CANCEL) {
+                op_finish(loop, op, -ECANCELED);
+                return;
+            }
+            op_arm(loop, op); /* a short send: the rest goes out now */
+            return;
+        }
+        op_finish(loop, op, (int)op->u.send.done);
+        return;
+    }
+    op_finish(loop, op, res == 0 ? -EPIPE : res);
+}
+
+/* Moves msg's iovecs past n sent bytes; returns true if bytes remain. */
+static bool iov_advance(struct msghdr *msg, size_t n)
+{
+    while (msg->msg_iovlen && n >= msg->msg_iov[0].iov_len) {
+        n -= msg->msg_iov[0].iov_len;
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    if (msg->msg_iovlen) {
+        msg->msg_iov[0].iov_base = (char *)msg->msg_iov[0].iov_base + n;
+        msg->msg_iov[0].iov_len -= n;
+    }
+    while (msg->msg_iovlen && msg->msg_iov[0].iov_len == 0) {
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    return msg->msg_iovlen > 0;
+}
+
+static void complete_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    if (res > 0) {
+        op->u.sendmsg.done += (size_t)res;
+        if (iov_advance(op->u.sendmsg.msg, (size_t)res)) {
+            if (op->pflags & PF_CANCEL) {
+                op_finish(loop, op, -ECANCELED);
+                return;
+            }
+            op_arm(loop, op);
+            return;
+        }
+        op_finish(loop, op, (int)op->u.sendmsg.done);
+        return;
+    }
+    if (res == 0 && op->u.sendmsg.msg->msg_iovlen == 0) {
+        op_finish(loop, op, (int)op->u.sendmsg.done);
+        return;
+    }
+    op_finish(loop, op, res == 0 ? -EPIPE : res);
+}
+
+static void complete_timer(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    if (res != -ETIME && res != 0) {
+        op_finish(loop, op, op->pflags & PF_CANCEL ? -ECANCELED : res);
+        return;
+    }
+    if (!(op->pflags & PF_REPEAT)) {
+        op_finish(loop, op, 0);
+        return;
+    }
+    if (op->pflags & PF_CANCEL) {
+        op_finish(loop, op, -ECANCELED);
+        return;
+    }
+    /* Next tick from the previous deadline, not from now: no drift.  After
+     * a long stall, skip the missed ticks rather than fire a burst. */
+    int64_t now = eddy_update_time(loop);
+    op->u.timer.next_ns += op->u.timer.interval_ns;
+    if (op->u.timer.next_ns <= now)
+        op->u.timer.next_ns = now + op->u.timer.interval_ns;
+    op_arm(loop, op);
+    op_deliver(loop, op, 0, 0);
+}
+
+void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned cflags)
+{
+    switch (op->kind) {
+    case K_ACCEPT:
+        complete_accept(loop, op, res, cflags);
+        break;
+    case K_RECV_MULTI:
+        complete_recv_multi(loop, op, res, cflags);
+        break;
+    case K_SEND:
+        complete_send(loop, op, res);
+        break;
+    case K_SENDMSG:
+        complete_sendmsg(loop, op, res);
+        break;
+    case K_TIMER:
+        complete_timer(loop, op, res);
+        break;
+    default:
+        op_finish(loop, op, res);
+        break;
+    }
+}
+
+/* ---- starters --------------------------------------------------------- */
+
+#define BEGIN(kind)                                                            \
+    do {                                                                       \
+        int rc_ = op_begin(loop, op, (kind), cb);                              \
+        if (rc_ < 0)                                                           \
+            return rc_;                                                        \
+    } while (0)
+
+int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                struct sockaddr *addr, socklen_t *addrlen, int flags, eddy_cb cb)
+{
+    if (fd < 0 || op->deadline_ns)
+        return -EINVAL;
+    BEGIN(K_ACCEPT);
+    op->u.accept.fd = fd;
+    op->u.accept.addr = addr;
+    op->u.accept.addrlen = addrlen;
+    op->u.accept.flags = flags;
+    op->u.accept.backoff_ms = 0;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 const struct sockaddr *addr, socklen_t len, eddy_cb cb)
+{
+    if (fd < 0 || !addr)
+        return -EINVAL;
+    BEGIN(K_CONNECT);
+    op->u.connect.fd = fd;
+    op->u.connect.addr = addr;
+    op->u.connect.len = len;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
+              size_t len, unsigned msgflags, eddy_cb cb)
+{
+    if (fd < 0 || (!buf && len))
+        return -EINVAL;
+    BEGIN(K_RECV);
+    op->u.recv.fd = fd;
+    op->u.recv.buf = buf;
+    op->u.recv.len = len;
+    op->u.recv.msgflags = msgflags;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                    struct eddy_bufpool *pool, eddy_cb cb)
+{
+    if (fd < 0 || !pool || pool->loop != loop || op->deadline_ns)
+        return -EINVAL;
+    BEGIN(K_RECV_MULTI);
+    op->u.recvm.fd = fd;
+    op->u.recvm.pool = pool;
+    pool->users++;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
+              const void *buf, size_t len, unsigned msgflags, eddy_cb cb)
+{
+    if (fd < 0 || !buf || len == 0 || len > INT32_MAX)
+        return -EINVAL;
+    BEGIN(K_SEND);
+    op->u.send.fd = fd;
+    op->u.send.buf = buf;
+    op->u.send.len = len;
+    op->u.send.done = 0;
+    op->u.send.msgflags = msgflags;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 struct msghdr *msg, unsigned msgflags, eddy_cb cb)
+{
+    if (fd < 0 || !msg || (msg->msg_iovlen && !msg->msg_iov))
+        return -EINVAL;
+    size_t total = 0;
+    for (size_t i = 0; i < msg->msg_iovlen; i++)
+        total += msg->msg_iov[i].iov_len;
+    if (total == 0 || total > INT32_MAX)
+        return -EINVAL;
+    BEGIN(K_SENDMSG);
+    op->u.sendmsg.fd = fd;
+    op->u.sendmsg.msg = msg;
+    op->u.sendmsg.msgflags = msgflags;
+    op->u.sendmsg.done = 0;
+    op_arm(loop, op);
+    return 0;
+}
+
+static int start_rw(struct eddy_loop *loop, struct eddy_op *op, int kind, int fd,
+                    void *buf, unsigned len, uint64_t offset, eddy_cb cb)
+{
+    if (fd < 0 || (!buf && len))
+        return -EINVAL;
+    BEGIN(kind);
+    op->u.rw.fd = fd;
+    op->u.rw.buf = buf;
+    op->u.rw.len = len;
+    op->u.rw.off = offset;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_read(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
+              unsigned len, uint64_t offset, eddy_cb cb)
+{
+    return start_rw(loop, op, K_READ, fd, buf, len, offset, cb);
+}
+
+int eddy_write(struct eddy_loop *loop, struct eddy_op *op, int fd,
+               const void *buf, unsigned len, uint64_t offset, eddy_cb cb)
+{
+    return start_rw(loop, op, K_WRITE, fd, (void *)buf, len, offset, cb);
+}
+
+int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb)
+{
+    if (fd < 0)
+        return -EBADF;
+    BEGIN(K_CLOSE);
+    op->u.shut.fd = fd;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
+                  eddy_cb cb)
+{
+    if (fd < 0)
+        return -EBADF;
+    BEGIN(K_SHUTDOWN);
+    op->u.shut.fd = fd;
+    op->u.shut.how = how;
+    if (!(loop->features & EDDY_FEAT_SHUTDOWN)) {
+        /* Before 5.11: the system call, its result as a completion. */
+        int rc = shutdown(fd, how);
+        op_defer_final(loop, op, rc < 0 ? -errno : 0);
+        return 0;
+    }
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_poll(struct eddy_loop *loop, struct eddy_op *op, int fd,
+              unsigned events, eddy_cb cb)
+{
+    if (fd < 0)
+        return -EBADF;
+    BEGIN(K_POLL);
+    op->u.poll.fd = fd;
+    op->u.poll.events = events;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_timer_at(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns, eddy_cb cb)
+{
+    if (abs_ns < 0)
+        return -EINVAL;
+    if (op->deadline_ns)
+        return -EINVAL;
+    BEGIN(K_TIMER);
+    op->u.timer.next_ns = abs_ns;
+    op->u.timer.interval_ns = 0;
+    op_arm(loop, op);
+    return 0;
+}
+
+int eddy_timer_ns(struct eddy_loop *loop, struct eddy_op *op, uint64_t ns, eddy_cb cb)
+{
+    if (ns > (uint64_t)INT64_MAX / 2)
+        return -EINVAL;
+    /* A fresh clock, not the cached one: never fire early. */
+    return eddy_timer_at(loop, op, eddy_update_time(loop) + (int64_t)ns, cb);
+}
+
+int eddy_timer(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms, eddy_cb cb)
+{
+    if (ms > (uint64_t)INT64_MAX / 2000000)
+        return -EINVAL;
+    return eddy_timer_ns(loop, op, ms * 1000000, cb);
+}
+
+int eddy_timer_repeat(struct eddy_loop *loop, struct eddy_op *op,
+                      uint64_t interval_ms, eddy_cb cb)
+{
+    if (interval_ms == 0 || interval_ms > (uint64_t)INT64_MAX / 2000000)
+        return -EINVAL;
+    int rc = eddy_timer(loop, op, interval_ms, cb);
+    if (rc == 0) {
+        op->pflags |= PF_REPEAT;
+        op->u.timer.interval_ns = (int64_t)interval_ms * 1000000;
+    }
+    return rc;
+}
+
+int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb)
+{
+    if (!fn)
+        return -EINVAL;
+    BEGIN(K_WORK);
+    op->u.work.fn = fn;
+    op->u.work.res = 0;
+    int rc = wpool_submit(loop, op);
+    if (rc < 0) {
+        loop->active--;
+        op->state = ST_IDLE;
+        return rc;
+    }
+    return 0;
+}

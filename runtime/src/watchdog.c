@@ -1,0 +1,143 @@
+/*
+ * The stall watchdog: a thread that looks at the callback the loop is
+ * running and reports one that has held the loop past the threshold while
+ * it is still blocked; the loop thread reports the total once it returns.
+ * The loop's cost is a few relaxed atomic stores and a coarse clock read
+ * per callback, and nothing at all when the watchdog is off.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* "handler (apps/demo)" via the label, or dladdr, or the address. */
+static void describe(void *fn, const char *label, char *out, size_t n)
+{
+    if (label) {
+        snprintf(out, n, "%s", label);
+        return;
+    }
+    Dl_info info;
+    if (fn && dladdr(fn, &info) && info.dli_sname)
+        snprintf(out, n, "%s", info.dli_sname);
+    else if (fn && dladdr(fn, &info) && info.dli_fname)
+        snprintf(out, n, "%p (in %s)", fn, info.dli_fname);
+    else
+        snprintf(out, n, "%p", fn);
+}
+
+static void *watch(void *arg)
+{
+    struct eddy_loop *loop = arg;
+    struct watchdog *wd = &loop->wd;
+    int64_t threshold = (int64_t)wd->stall_ms * 1000000;
+    int64_t tick = threshold / 4;
+    if (tick < 1000000)
+        tick = 1000000;
+    if (tick > 50000000)
+        tick = 50000000;
+    pthread_mutex_lock(&wd->mu);
+    while (!wd->quit) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + tick;
+        ts.tv_sec = t / 1000000000;
+        ts.tv_nsec = t % 1000000000;
+        pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
+        if (wd->quit)
+            break;
+        uint64_t seq = atomic_load(&wd->seq);
+        if (!(seq & 1) || atomic_load(&wd->reported) == seq)
+            continue;
+        int64_t held = coarse_ns() - atomic_load(&wd->start_ns);
+        void *fn = atomic_load(&wd->fn);
+        const char *label = atomic_load(&wd->label);
+        if (held < threshold || atomic_load(&wd->seq) != seq)
+            continue;
+        atomic_store(&wd->reported, seq);
+        char name[256];
+        describe(fn, label, name, sizeof name);
+        eddy_loop_log(loop, EDDY_LOG_WARN,
+                      "loop stalled: callback %s has blocked the loop for %lld ms "
+                      "(threshold %u ms) and is still running",
+                      name, (long long)(held / 1000000), wd->stall_ms);
+    }
+    pthread_mutex_unlock(&wd->mu);
+    return NULL;
+}
+
+int watchdog_start(struct eddy_loop *loop, unsigned stall_ms)
+{
+    struct watchdog *wd = &loop->wd;
+    wd->stall_ms = stall_ms;
+    pthread_mutex_init(&wd->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&wd->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&wd->thread, NULL, watch, loop);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        pthread_mutex_destroy(&wd->mu);
+        pthread_cond_destroy(&wd->cv);
+        return -rc;
+    }
+    wd->running = true;
+    return 0;
+}
+
+void watchdog_stop(struct eddy_loop *loop)
+{
+    struct watchdog *wd = &loop->wd;
+    if (!wd->running)
+        return;
+    pthread_mutex_lock(&wd->mu);
+    wd->quit = true;
+    pthread_cond_signal(&wd->cv);
+    pthread_mutex_unlock(&wd->mu);
+    pthread_join(wd->thread, NULL);
+    pthread_mutex_destroy(&wd->mu);
+    pthread_cond_destroy(&wd->cv);
+    wd->running = false;
+}
+
+void watchdog_enter(struct eddy_loop *loop, struct eddy_op *op)
+{
+    struct watchdog *wd = &loop->wd;
+    atomic_store_explicit(&wd->fn, (void *)op->cb, memory_order_relaxed);
+    atomic_store_explicit(&wd->label, op->label, memory_order_relaxed);
+    atomic_store_explicit(&wd->start_ns, coarse_ns(), memory_order_relaxed);
+    atomic_fetch_add_explicit(&wd->seq, 1, memory_order_release); /* odd: running */
+}
+
+void watchdog_leave(struct eddy_loop *loop)
+{
+    struct watchdog *wd = &loop->wd;
+    uint64_t seq = atomic_fetch_add_explicit(&wd->seq, 1, memory_order_release);
+    int64_t held = coarse_ns() - atomic_load_explicit(&wd->start_ns, memory_order_relaxed);
+    if (held < (int64_t)wd->stall_ms * 1000000)
+        return;
+    loop->st.stalls++;
+    char name[256];
+    describe(atomic_load(&wd->fn), atomic_load(&wd->label), name, sizeof name);
+    bool seen = atomic_load(&wd->reported) == seq;
+    eddy_loop_log(loop, EDDY_LOG_WARN,
+                  "loop stalled: callback %s blocked the loop for %lld ms "
+                  "(threshold %u ms)%s",
+                  name, (long long)(held / 1000000), wd->stall_ms,
+                  seen ? "; it has returned" : "");
+}

@@ -1,0 +1,37 @@
+/* Shared helpers for eddy's cmocka tests: loopback sockets, bounded loop
+ * runs, skipping when the kernel lacks a feature. */
+#ifndef EDDY_TESTSUPPORT_H
+#define EDDY_TESTSUPPORT_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "eddy/eddy.h"
+
+/* A loop with the environment's features (so the compat run applies). */
+struct eddy_loop *ts_loop_new(const struct eddy_loop_options *opts);
+/* Asserts the loop has nothing active and destroys it. */
+void ts_loop_free(struct eddy_loop *loop);
+
+/* Runs the loop (EDDY_RUN_ONCE steps) until *flag becomes nonzero or
+ * timeout_ms passes; fails the test on timeout. */
+void ts_run_until(struct eddy_loop *loop, const volatile int *flag, unsigned timeout_ms);
+/* Runs until the loop has no active op, failing after timeout_ms. */
+void ts_run_idle(struct eddy_loop *loop, unsigned timeout_ms);
+
+/* A listening TCP socket on 127.0.0.1 (or ::1 if v6), port chosen by the
+ * kernel; *port gets it. */
+int ts_listen(int v6, uint16_t *port);
+/* A blocking client socket connected to 127.0.0.1:port. */
+int ts_connect(uint16_t port);
+/* A connected TCP pair over loopback: fds[0] client, fds[1] server side. */
+void ts_tcp_pair(int fds[2]);
+/* Number of open descriptors of this process. */
+int ts_fd_count(void);
+/* Monotonic ms. */
+int64_t ts_now_ms(void);
+
+#endif
