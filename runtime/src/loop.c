@@ -268,7 +268,7 @@ static void probe_features(struct eddy_loop *loop)
     io_uring_free_probe(probe);
 }
 
-static unsigned env_disable(void)
+static unsigned env_disable(const char **bad)
 {
     unsigned m = 0;
     const char *compat = getenv("EDDY_COMPAT");
@@ -278,6 +278,8 @@ static unsigned env_disable(void)
     unsigned d;
     if (list && eddy_feature_parse(list, &d) == 0)
         m |= d;
+    else if (list)
+        *bad = list;
     return m;
 }
 
@@ -315,7 +317,11 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
     unsigned disable = o.disable;
     unsigned stall_ms = o.stall_ms;
     if (!o.ignore_env) {
-        disable |= env_disable();
+        const char *bad = NULL;
+        disable |= env_disable(&bad);
+        if (bad)
+            loop->log(loop->log_ud, EDDY_LOG_WARN,
+                      "EDDY_DISABLE names an unknown feature; ignored");
         const char *s = getenv("EDDY_STALL_MS");
         if (!stall_ms && s)
             stall_ms = (unsigned)strtoul(s, NULL, 10);
@@ -396,6 +402,8 @@ int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb)
     return 0;
 }
 
+static void drop_owed_cancel(struct eddy_loop *loop, struct eddy_op *op);
+
 /* Takes an SQE, flushing a full SQ once; NULL when the kernel takes none. */
 static struct io_uring_sqe *get_sqe(struct eddy_loop *loop, unsigned need)
 {
@@ -414,6 +422,7 @@ static struct io_uring_sqe *get_sqe(struct eddy_loop *loop, unsigned need)
  * waiting keep their turn: a new op queues behind them. */
 void op_arm(struct eddy_loop *loop, struct eddy_op *op)
 {
+    drop_owed_cancel(loop, op);
     unsigned need = op->deadline_ns ? 2 : 1;
     if (loop->sq_wait.head || io_uring_sq_space_left(&loop->ring) < need) {
         if (!loop->sq_wait.head) {
@@ -432,6 +441,16 @@ void op_arm(struct eddy_loop *loop, struct eddy_op *op)
     op_prep(loop, op);
 }
 
+/* An op that owes a cancel SQE sits on sq_wait while the kernel still has
+ * it; when it completes first, it must leave that list before it moves on. */
+static void drop_owed_cancel(struct eddy_loop *loop, struct eddy_op *op)
+{
+    if (op->pflags & PF_CANCEL_OWED) {
+        oplist_remove(&loop->sq_wait, op);
+        op->pflags &= ~PF_CANCEL_OWED;
+    }
+}
+
 /*
  * The deferred final callback: runs next iteration with res.  Used for
  * posts, cancellation of ops that never reached the kernel and fallbacks
@@ -439,6 +458,7 @@ void op_arm(struct eddy_loop *loop, struct eddy_op *op)
  */
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
+    drop_owed_cancel(loop, op);
     op->res = res;
     op->state = ST_PENDING;
     oplist_push(&loop->pending, op);
@@ -466,6 +486,9 @@ void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
     /* A deadline fired: the kernel says -ECANCELED, the caller hears -ETIME. */
     if (res == -ECANCELED && op->deadline_ns && !(op->pflags & PF_CANCEL))
         res = -ETIME;
+    drop_owed_cancel(loop, op);
+    if (op->kind == K_RECV_MULTI)
+        op->u.recvm.pool->users--;
     if (!(op->pflags & PF_INTERNAL))
         loop->active--;
     op->state = ST_IDLE;
@@ -494,10 +517,12 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
     assert(pthread_equal(pthread_self(), loop->owner));
     if (op->state == ST_IDLE)
         return -ENOENT;
+    /* Before reading pflags: a worker may be writing them (under the pool
+     * lock); a job in ST_WORK never has PF_CANCEL set. */
+    if (op->state == ST_WORK)
+        return wpool_cancel(loop, op);
     if (op->pflags & PF_CANCEL)
         return -EALREADY;
-    if (op->state == ST_WORK)
-        return wpool_cancel(loop, op); /* pflags are shared with a worker */
     op->pflags |= PF_CANCEL;
     switch (op->state) {
     case ST_QUEUED:
@@ -509,7 +534,6 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
         return 0;
     case ST_PARKED:
         oplist_remove(&op->u.recvm.pool->waiters, op);
-        op->u.recvm.pool->users--;
         op_defer_final(loop, op, -ECANCELED);
         return 0;
     case ST_KERNEL:
@@ -794,7 +818,19 @@ int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode)
             break;
         bool wait = mode != EDDY_RUN_NOWAIT && !loop->pending.head &&
                     !atomic_load_explicit(&loop->ts_head, memory_order_relaxed);
-        rc = submit(loop, wait);
+        /* Ops waiting for SQ room go out before we sleep: the completion we
+         * would sleep for may be one of theirs. */
+        while (loop->sq_wait.head) {
+            struct eddy_op *head = loop->sq_wait.head;
+            rc = submit(loop, false);
+            if (rc < 0)
+                break;
+            flush_sq_wait(loop);
+            if (loop->sq_wait.head == head)
+                break; /* no room yet: completions must free some first */
+        }
+        if (rc >= 0)
+            rc = submit(loop, wait);
         if (rc < 0)
             break;
         eddy_update_time(loop);

@@ -255,15 +255,21 @@ static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
     if (res > 0) {
         if (!more) {
             if (cancel) {
-                pool->users--;
                 op_defer_final(loop, op, -ECANCELED);
             } else {
                 op_arm(loop, op);
             }
         }
         op->buf = eddy_bufpool_buf(pool, bid);
+        /* The fallback's re-armed recv already holds its next buffer in
+         * op->bid: lend op->bid to the callback, then restore it, or the
+         * next completion would report this buffer instead of its own. */
+        uint16_t kbid = op->bid;
+        bool lent = op->pflags & PF_HAS_BUF;
         op->bid = bid;
         op_deliver(loop, op, res, EDDY_OP_BUFFER);
+        if (lent && (op->pflags & PF_HAS_BUF))
+            op->bid = kbid;
         return;
     }
     if (has_buf)
@@ -273,10 +279,15 @@ static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
     if (res == -ENOBUFS && !cancel) {
         /* Back-pressure: the pool is dry.  Wait for a buffer to come back. */
         loop->st.enobufs++;
-        bufpool_park(pool, op);
+        /* The kernel found the ring empty before this CQE was reaped; the
+         * callbacks for the same batch may have put every buffer back since,
+         * and then no later put would ever wake a parked receive. */
+        if (eddy_bufpool_free_count(pool))
+            op_arm(loop, op);
+        else
+            bufpool_park(pool, op);
         return;
     }
-    pool->users--;
     op_finish(loop, op, cancel ? -ECANCELED : res);
 }
 
