@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The whole suite, from a fresh clone: set-up, then configure, build and
+# ctest for preset "default" (RelWithDebInfo) and preset "asan" (Debug with
+# ASan/UBSan/LSan).  Every test runs twice in each preset: as is and as on a
+# 5.10 kernel (the *_compat twins, EDDY_COMPAT=5.10).  Exits non-zero on any
+# failure.  Optional arguments: the presets to run instead of both.
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+presets=("$@")
+[ ${#presets[@]} -gt 0 ] || presets=(default asan)
+jobs=${EDDY_JOBS:-2}
+
+tools/setup.sh || { echo "test-all: tools/setup.sh failed" >&2; exit 1; }
+
+summary=()
+failed=0
+start_all=$SECONDS
+for p in "${presets[@]}"; do
+    start=$SECONDS
+    log=build/$p/test-all.log
+    echo "=== preset $p: configure"
+    if ! cmake --preset "$p"; then
+        summary+=("$p: CONFIGURE FAILED"); failed=1; continue
+    fi
+    echo "=== preset $p: build"
+    if ! cmake --build --preset "$p" -j "$jobs"; then
+        summary+=("$p: BUILD FAILED"); failed=1; continue
+    fi
+    echo "=== preset $p: test"
+    # Each test's TIMEOUT property bounds it; the preset gives a default.
+    ctest --preset "$p" -j "$jobs" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    line=$(grep -E 'tests passed|tests failed' "$log" | tail -n 1)
+    [ -n "$line" ] || line="ctest exited with $rc"
+    if [ "$rc" -ne 0 ]; then
+        failed=1
+        fails=$(sed -n '/The following tests FAILED:/,$p' "$log" | grep -E '^[[:space:]]+[0-9]+ - ' |
+            sed -E 's/^[[:space:]]+[0-9]+ - //' | tr '\n' ';' | sed 's/;$//')
+        summary+=("$p: FAILED: $line (${fails:-see $log}) [$((SECONDS - start)) s]")
+    else
+        summary+=("$p: ok: $line [$((SECONDS - start)) s]")
+    fi
+done
+
+echo
+echo "=== test-all summary ($((SECONDS - start_all)) s)"
+for s in "${summary[@]}"; do
+    echo "  $s"
+done
+if [ "$failed" -ne 0 ]; then
+    echo "=== FAILED"
+    exit 1
+fi
+echo "=== ALL PASSED"
