@@ -1,0 +1,651 @@
+/*
+ * eddy-echo: a TCP echo server on the eddy runtime.
+ *
+ * One loop per thread, each with its own SO_REUSEPORT listener, a multishot
+ * accept and one buffer pool.  Every connection has one multishot receive
+ * into pool buffers; each received buffer is queued on the connection and
+ * sent back straight from the pool (one send for a single buffer, one
+ * sendmsg for several), and goes back to the pool when its send completes.
+ * Nothing is copied and nothing is allocated per message.
+ *
+ * Back-pressure: a peer that sends faster than it reads would otherwise
+ * drain the shared pool, so a connection holding more than HIGH_WATER
+ * buffers has its receive cancelled, and re-armed once its queue is down to
+ * LOW_WATER.
+ *
+ * SIGINT / SIGTERM: stop accepting, cancel every connection's operations,
+ * close, and exit 0 once every loop has no operation left.
+ */
+#define _GNU_SOURCE
+#include "eddy/eddy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SEND_BATCH 16   /* buffers per sendmsg */
+#define HIGH_WATER 32   /* queued buffers that pause the receive */
+#define LOW_WATER 4     /* ... and that resume it */
+#define CONN_CHUNK 64   /* connections allocated at a time */
+#define QNIL 0xffff
+
+struct loopctx;
+
+struct conn {
+    struct eddy_op recv_op, send_op, close_op;
+    struct loopctx *lc;
+    struct conn *next, *prev; /* live list, or the free list (next only) */
+    int fd;
+    /* queue of received buffers, linked through lc->bnext by buffer id;
+     * the first `sending` of them are in the send in flight */
+    uint16_t qhead, qtail;
+    unsigned qcount, sending;
+    bool closing;             /* error, reset or shutdown: tear down */
+    bool eof;                 /* peer finished sending: close when drained */
+    bool paused;              /* receive cancelled for back-pressure */
+    struct msghdr msg;
+    struct iovec iov[SEND_BATCH];
+};
+
+struct chunk {
+    struct chunk *next;
+    struct conn conns[CONN_CHUNK];
+};
+
+struct loopctx {
+    int index;
+    int lfd;
+    pthread_t thread;
+    struct eddy_loop *loop;
+    struct eddy_bufpool *pool;
+    uint16_t *bnext;          /* per buffer id: next in its connection's queue */
+    uint32_t *blen;           /* per buffer id: bytes received into it */
+    struct eddy_op accept_op;
+    struct eddy_op stop_op;   /* posted from the signal loop */
+    struct eddy_op sig_ops[2];
+    struct conn *live;
+    struct conn *free_conns;
+    struct chunk *chunks;
+    bool stopping;
+    int rc;                   /* exit status of this loop */
+    uint64_t accepted, pauses; /* for --verbose */
+};
+
+static struct {
+    unsigned threads;
+    unsigned bufs, bufsize;
+    uint16_t port;
+    const char *bind;
+    bool verbose;
+    struct loopctx *loops;
+} cfg = {.threads = 1, .bufs = 1024, .bufsize = 4096, .bind = "0.0.0.0"};
+
+/* ---- connections ------------------------------------------------------ */
+
+static struct conn *conn_get(struct loopctx *lc)
+{
+    if (!lc->free_conns) {
+        struct chunk *ch = eddy_loop_alloc(lc->loop, sizeof *ch);
+        if (!ch)
+            return NULL;
+        ch->next = lc->chunks;
+        lc->chunks = ch;
+        for (int i = CONN_CHUNK - 1; i >= 0; i--) {
+            ch->conns[i].next = lc->free_conns;
+            lc->free_conns = &ch->conns[i];
+        }
+    }
+    struct conn *c = lc->free_conns;
+    lc->free_conns = c->next;
+    memset(c, 0, sizeof *c);
+    c->lc = lc;
+    c->qhead = c->qtail = QNIL;
+    c->next = lc->live;
+    if (lc->live)
+        lc->live->prev = c;
+    lc->live = c;
+    return c;
+}
+
+static void conn_put(struct conn *c)
+{
+    struct loopctx *lc = c->lc;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        lc->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = lc->free_conns;
+    lc->free_conns = c;
+}
+
+static void q_push(struct conn *c, uint16_t bid, uint32_t len)
+{
+    struct loopctx *lc = c->lc;
+    lc->bnext[bid] = QNIL;
+    lc->blen[bid] = len;
+    if (c->qtail == QNIL)
+        c->qhead = bid;
+    else
+        lc->bnext[c->qtail] = bid;
+    c->qtail = bid;
+    c->qcount++;
+}
+
+/* Pops n buffers from the head of the queue back into the pool. */
+static void q_release(struct conn *c, unsigned n)
+{
+    struct loopctx *lc = c->lc;
+    while (n-- && c->qhead != QNIL) {
+        uint16_t bid = c->qhead;
+        c->qhead = lc->bnext[bid];
+        if (c->qhead == QNIL)
+            c->qtail = QNIL;
+        c->qcount--;
+        eddy_bufpool_put(lc->pool, bid);
+    }
+}
+
+static void on_recv(struct eddy_op *op, int res);
+static void on_send(struct eddy_op *op, int res);
+
+static void on_close(struct eddy_op *op, int res)
+{
+    (void)res;
+    conn_put(eddy_container_of(op, struct conn, close_op));
+}
+
+/* Closes the socket once no receive or send of it is in flight. */
+static void conn_maybe_close(struct conn *c)
+{
+    if (!c->closing || c->fd < 0 || eddy_op_active(&c->recv_op) ||
+        eddy_op_active(&c->send_op))
+        return;
+    q_release(c, c->qcount);
+    int fd = c->fd;
+    c->fd = -1;
+    if (eddy_close(c->lc->loop, &c->close_op, fd, on_close) < 0) {
+        close(fd);
+        conn_put(c);
+    }
+}
+
+/* Tears the connection down: cancel what is in flight, close when it ends. */
+static void conn_kill(struct conn *c)
+{
+    c->closing = true;
+    eddy_cancel(c->lc->loop, &c->recv_op); /* -ENOENT / -EALREADY are fine */
+    eddy_cancel(c->lc->loop, &c->send_op);
+    conn_maybe_close(c);
+}
+
+static void conn_recv(struct conn *c)
+{
+    c->paused = false;
+    int rc = eddy_recv_multi(c->lc->loop, &c->recv_op, c->fd, c->lc->pool, on_recv);
+    if (rc < 0)
+        conn_kill(c);
+}
+
+/* Sends the head of the queue if no send is in flight: one buffer with
+ * send, several with one sendmsg. */
+static void conn_pump(struct conn *c)
+{
+    if (c->closing || eddy_op_active(&c->send_op) || c->qcount == 0)
+        return;
+    struct loopctx *lc = c->lc;
+    int rc;
+    if (c->qcount == 1) {
+        c->sending = 1;
+        rc = eddy_send(lc->loop, &c->send_op, c->fd,
+                       eddy_bufpool_buf(lc->pool, c->qhead), lc->blen[c->qhead], 0,
+                       on_send);
+    } else {
+        unsigned n = 0;
+        for (uint16_t b = c->qhead; b != QNIL && n < SEND_BATCH; b = lc->bnext[b], n++) {
+            c->iov[n].iov_base = eddy_bufpool_buf(lc->pool, b);
+            c->iov[n].iov_len = lc->blen[b];
+        }
+        c->sending = n;
+        memset(&c->msg, 0, sizeof c->msg);
+        c->msg.msg_iov = c->iov;
+        c->msg.msg_iovlen = n;
+        rc = eddy_sendmsg(lc->loop, &c->send_op, c->fd, &c->msg, 0, on_send);
+    }
+    if (rc < 0) {
+        c->sending = 0;
+        conn_kill(c);
+    }
+}
+
+static void on_send(struct eddy_op *op, int res)
+{
+    struct conn *c = eddy_container_of(op, struct conn, send_op);
+    /* The kernel is done with these buffers whatever the result. */
+    q_release(c, c->sending);
+    c->sending = 0;
+    if (res < 0) {
+        conn_kill(c);
+        return;
+    }
+    if (c->closing) {
+        conn_maybe_close(c);
+        return;
+    }
+    conn_pump(c);
+    if (c->eof && c->qcount == 0) {
+        conn_kill(c);
+        return;
+    }
+    if (c->paused && !eddy_op_active(&c->recv_op) && c->qcount <= LOW_WATER)
+        conn_recv(c);
+}
+
+static void on_recv(struct eddy_op *op, int res)
+{
+    struct conn *c = eddy_container_of(op, struct conn, recv_op);
+    struct loopctx *lc = c->lc;
+    if (op->flags & EDDY_OP_BUFFER) {
+        if (c->closing) {
+            eddy_bufpool_put(lc->pool, op->bid);
+            return;
+        }
+        q_push(c, op->bid, (uint32_t)res);
+        conn_pump(c);
+        if (c->qcount >= HIGH_WATER && !c->paused) {
+            c->paused = true;
+            lc->pauses++;
+            eddy_cancel(lc->loop, op);
+        }
+        return;
+    }
+    if (op->flags & EDDY_OP_MORE)
+        return;
+    /* The final callback. */
+    if (c->closing) {
+        conn_maybe_close(c);
+        return;
+    }
+    if (res == -ECANCELED && c->paused) {
+        if (c->qcount <= LOW_WATER)
+            conn_recv(c);
+        return;
+    }
+    if (res == 0) {
+        /* The peer finished sending: echo what is queued, then close. */
+        c->eof = true;
+        if (c->qcount == 0)
+            conn_kill(c);
+        return;
+    }
+    if (cfg.verbose && res != -ECONNRESET)
+        fprintf(stderr, "eddy-echo: recv: %s\n", eddy_strerror(res));
+    conn_kill(c);
+}
+
+/* ---- accepting and stopping ------------------------------------------- */
+
+static void on_accept(struct eddy_op *op, int res)
+{
+    struct loopctx *lc = eddy_container_of(op, struct loopctx, accept_op);
+    if (res < 0) {
+        if (op->flags & EDDY_OP_MORE) {
+            /* Out of descriptors: the runtime backs off and retries. */
+            if (cfg.verbose)
+                fprintf(stderr, "eddy-echo: accept: %s\n", eddy_strerror(res));
+            return;
+        }
+        if (!lc->stopping) {
+            fprintf(stderr, "eddy-echo: accept stopped: %s\n", eddy_strerror(res));
+            lc->rc = 1;
+        }
+        return;
+    }
+    if (lc->stopping) {
+        close(res);
+        return;
+    }
+    int one = 1;
+    setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = conn_get(lc);
+    if (!c) {
+        close(res);
+        return;
+    }
+    c->fd = res;
+    lc->accepted++;
+    conn_recv(c);
+}
+
+static void loop_stop(struct loopctx *lc)
+{
+    if (lc->stopping)
+        return;
+    lc->stopping = true;
+    eddy_cancel(lc->loop, &lc->accept_op);
+    /* conn_kill may free c at once (if eddy_close fails): step first. */
+    struct conn *next;
+    for (struct conn *c = lc->live; c; c = next) {
+        next = c->next;
+        if (!c->closing)
+            conn_kill(c);
+    }
+}
+
+static void on_stop_post(struct eddy_op *op, int res)
+{
+    (void)res;
+    struct loopctx *lc = eddy_container_of(op, struct loopctx, stop_op);
+    eddy_loop_unref(lc->loop); /* taken so the post could not be missed */
+    loop_stop(lc);
+}
+
+static void on_signal(struct eddy_op *op, int res)
+{
+    if (!(op->flags & EDDY_OP_MORE))
+        return; /* our own cancel */
+    struct loopctx *lc0 = &cfg.loops[0];
+    if (lc0->stopping)
+        return;
+    if (cfg.verbose)
+        fprintf(stderr, "eddy-echo: signal %d: shutting down\n", res);
+    for (unsigned i = 1; i < cfg.threads; i++)
+        eddy_post_threadsafe(cfg.loops[i].loop, &cfg.loops[i].stop_op, on_stop_post);
+    eddy_cancel(lc0->loop, &lc0->sig_ops[0]);
+    eddy_cancel(lc0->loop, &lc0->sig_ops[1]);
+    loop_stop(lc0);
+}
+
+/* ---- set-up ----------------------------------------------------------- */
+
+static int listen_socket(uint16_t port)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (inet_pton(AF_INET, cfg.bind, &a.sin_addr) != 1) {
+        fprintf(stderr, "eddy-echo: bad --bind address '%s'\n", cfg.bind);
+        return -1;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto err;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4096) < 0)
+        goto err;
+    return fd;
+err:
+    fprintf(stderr, "eddy-echo: listen on %s:%u: %s\n", cfg.bind, port, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* Creates the loop, its pool and its accept; on the loop's own thread. */
+static int loop_setup(struct loopctx *lc)
+{
+    int rc = eddy_loop_init(&lc->loop, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "eddy-echo: %s\n", eddy_loop_init_explain(rc));
+        return rc;
+    }
+    rc = eddy_bufpool_init(lc->loop, &lc->pool, cfg.bufs, cfg.bufsize);
+    if (rc < 0)
+        goto err;
+    lc->bnext = eddy_loop_alloc(lc->loop, cfg.bufs * sizeof *lc->bnext);
+    lc->blen = eddy_loop_alloc(lc->loop, cfg.bufs * sizeof *lc->blen);
+    rc = -ENOMEM;
+    if (!lc->bnext || !lc->blen)
+        goto err;
+    rc = eddy_accept(lc->loop, &lc->accept_op, lc->lfd, NULL, NULL, SOCK_CLOEXEC,
+                     on_accept);
+    if (rc < 0)
+        goto err;
+    return 0;
+err:
+    fprintf(stderr, "eddy-echo: loop %d set-up: %s\n", lc->index, eddy_strerror(rc));
+    return rc;
+}
+
+static void loop_teardown(struct loopctx *lc)
+{
+    if (!lc->loop)
+        return;
+    struct eddy_loop *loop = lc->loop;
+    if (cfg.verbose) {
+        struct eddy_loop_stats st;
+        eddy_loop_stats(loop, &st);
+        fprintf(stderr,
+                "eddy-echo: loop %d: %llu connections, %llu pauses, %llu sqes, "
+                "%llu completions, %llu submit calls, %llu iterations, %llu enobufs\n",
+                lc->index, (unsigned long long)lc->accepted,
+                (unsigned long long)lc->pauses, (unsigned long long)st.sqes,
+                (unsigned long long)st.completions, (unsigned long long)st.submit_calls,
+                (unsigned long long)st.iterations, (unsigned long long)st.enobufs);
+    }
+    eddy_loop_free(loop, lc->bnext);
+    eddy_loop_free(loop, lc->blen);
+    if (lc->pool)
+        eddy_bufpool_destroy(lc->pool);
+    while (lc->chunks) {
+        struct chunk *ch = lc->chunks;
+        lc->chunks = ch->next;
+        eddy_loop_free(loop, ch);
+    }
+    if (eddy_loop_destroy(loop) < 0) {
+        fprintf(stderr, "eddy-echo: loop %d still busy at exit\n", lc->index);
+        lc->rc = 1;
+    }
+    lc->loop = NULL;
+}
+
+static int loop_run(struct loopctx *lc)
+{
+    int rc = eddy_loop_run(lc->loop, EDDY_RUN_DEFAULT);
+    if (rc < 0) {
+        fprintf(stderr, "eddy-echo: loop %d: %s\n", lc->index, eddy_strerror(rc));
+        lc->rc = 1;
+    }
+    return rc;
+}
+
+/* Worker threads: set up, say so, run until stopped. */
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
+static unsigned ready_count, ready_failed;
+
+static void *thread_main(void *arg)
+{
+    struct loopctx *lc = arg;
+    int rc = loop_setup(lc);
+    if (rc == 0)
+        eddy_loop_ref(lc->loop); /* until the stop post arrives */
+    else
+        lc->rc = 1; /* main reads it after the hand-shake below */
+    pthread_mutex_lock(&ready_mu);
+    ready_count++;
+    if (rc < 0)
+        ready_failed++;
+    pthread_cond_broadcast(&ready_cv);
+    pthread_mutex_unlock(&ready_mu);
+    if (rc < 0) {
+        loop_teardown(lc);
+        return NULL;
+    }
+    loop_run(lc);
+    loop_teardown(lc);
+    return NULL;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: eddy-echo --port P [--threads N] [--bind ADDR] [--bufs N]\n"
+            "                 [--buf-size BYTES] [--verbose]\n"
+            "A TCP echo server on the eddy io_uring runtime.\n"
+            "  --port P        port to listen on; 0 picks a free one\n"
+            "  --threads N     loops (one per thread, SO_REUSEPORT); default 1\n"
+            "  --bind ADDR     IPv4 address; default 0.0.0.0\n"
+            "  --bufs N        receive buffers per loop (power of 2); default 1024\n"
+            "  --buf-size B    bytes per receive buffer; default 4096\n"
+            "  --verbose       report errors and shutdown on stderr\n"
+            "Prints \"listening on PORT\" once ready.  SIGINT/SIGTERM: graceful exit 0.\n");
+}
+
+static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"port", required_argument, NULL, 'p'},
+        {"threads", required_argument, NULL, 't'},
+        {"bind", required_argument, NULL, 'b'},
+        {"bufs", required_argument, NULL, 'n'},
+        {"buf-size", required_argument, NULL, 's'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool have_port = false;
+    int ch;
+    unsigned long v;
+    while ((ch = getopt_long(argc, argv, "p:t:b:n:s:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'p':
+            if (!parse_uint(optarg, 65535, &v))
+                goto bad;
+            cfg.port = (uint16_t)v;
+            have_port = true;
+            break;
+        case 't':
+            if (!parse_uint(optarg, 1024, &v) || v == 0)
+                goto bad;
+            cfg.threads = (unsigned)v;
+            break;
+        case 'b':
+            cfg.bind = optarg;
+            break;
+        case 'n':
+            if (!parse_uint(optarg, 32768, &v) || v == 0 || (v & (v - 1)))
+                goto bad;
+            cfg.bufs = (unsigned)v;
+            break;
+        case 's':
+            if (!parse_uint(optarg, 1u << 20, &v) || v < 64)
+                goto bad;
+            cfg.bufsize = (unsigned)v;
+            break;
+        case 'v':
+            cfg.verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            goto bad;
+        }
+    }
+    if (optind != argc || !have_port)
+        goto bad;
+
+    cfg.loops = calloc(cfg.threads, sizeof *cfg.loops);
+    if (!cfg.loops)
+        return 1;
+    /* All listeners first, so --port 0 can share the kernel's pick. */
+    for (unsigned i = 0; i < cfg.threads; i++) {
+        cfg.loops[i].index = (int)i;
+        cfg.loops[i].lfd = listen_socket(cfg.port);
+        if (cfg.loops[i].lfd < 0)
+            return 1;
+        if (cfg.port == 0) {
+            struct sockaddr_in a;
+            socklen_t len = sizeof a;
+            getsockname(cfg.loops[i].lfd, (struct sockaddr *)&a, &len);
+            cfg.port = ntohs(a.sin_port);
+        }
+    }
+
+    /* The signals are read by loop 0; every other thread must block them,
+     * so block them before any thread is created (threads inherit it). */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    struct loopctx *lc0 = &cfg.loops[0];
+    int rc = loop_setup(lc0);
+    if (rc < 0)
+        return 1;
+    if (eddy_signal(lc0->loop, &lc0->sig_ops[0], SIGINT, on_signal) < 0 ||
+        eddy_signal(lc0->loop, &lc0->sig_ops[1], SIGTERM, on_signal) < 0) {
+        fprintf(stderr, "eddy-echo: cannot watch signals\n");
+        return 1;
+    }
+    unsigned started = 1;
+    for (unsigned i = 1; i < cfg.threads; i++, started++) {
+        if (pthread_create(&cfg.loops[i].thread, NULL, thread_main, &cfg.loops[i]) != 0) {
+            fprintf(stderr, "eddy-echo: cannot start thread %u\n", i);
+            break;
+        }
+    }
+    pthread_mutex_lock(&ready_mu);
+    while (ready_count < started - 1)
+        pthread_cond_wait(&ready_cv, &ready_mu);
+    pthread_mutex_unlock(&ready_mu);
+    if (started < cfg.threads || ready_failed) {
+        /* Stop whatever did start, then exit with an error. */
+        for (unsigned i = 1; i < started; i++)
+            if (!cfg.loops[i].rc)
+                eddy_post_threadsafe(cfg.loops[i].loop, &cfg.loops[i].stop_op,
+                                     on_stop_post);
+        eddy_cancel(lc0->loop, &lc0->sig_ops[0]);
+        eddy_cancel(lc0->loop, &lc0->sig_ops[1]);
+        loop_stop(lc0);
+        lc0->rc = 1;
+    } else {
+        printf("listening on %u\n", cfg.port);
+        fflush(stdout);
+    }
+
+    loop_run(lc0);
+    int status = lc0->rc;
+    loop_teardown(lc0);
+    for (unsigned i = 1; i < started; i++) {
+        pthread_join(cfg.loops[i].thread, NULL);
+        status |= cfg.loops[i].rc;
+    }
+    for (unsigned i = 0; i < cfg.threads; i++)
+        if (cfg.loops[i].lfd >= 0)
+            close(cfg.loops[i].lfd);
+    free(cfg.loops);
+    return status ? 1 : 0;
+
+bad:
+    usage(stderr);
+    return 2;
+}
