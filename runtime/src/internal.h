@@ -16,6 +16,8 @@ enum {
     TAG_LINK = 1,    /* a linked timeout (deadline): ignored, never dereferenced */
     TAG_CANCEL = 2,  /* an async cancel we issued: ignored */
     TAG_BACKOFF = 3, /* accept back-off timer of the op */
+    TAG_MSG_OUT = 4, /* our MSG_RING to another loop: deref only on failure */
+    TAG_MSG_IN = 5,  /* a post another loop sent us with MSG_RING */
     TAG_MASK = 7,
 };
 

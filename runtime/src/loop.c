@@ -598,6 +598,31 @@ void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb
     ts_push(loop, op);
 }
 
+void eddy_post_to(struct eddy_loop *from, struct eddy_loop *to, struct eddy_op *op,
+                  eddy_cb cb)
+{
+    if (!from || from == to || !(from->features & EDDY_FEAT_MSG_RING)) {
+        eddy_post_threadsafe(to, op, cb);
+        return;
+    }
+    assert(pthread_equal(pthread_self(), from->owner));
+    struct io_uring_sqe *sqe = get_sqe(from, 1);
+    if (!sqe) {
+        eddy_post_threadsafe(to, op, cb);
+        return;
+    }
+    op->cb = cb;
+    op->kind = K_POST_TS;
+    op->loop = to;
+    op->flags = 0;
+    op->pflags = 0;
+    op->res = 0;
+    op->state = ST_TSPOST;
+    io_uring_prep_msg_ring(sqe, to->ring.ring_fd, 0, EDDY_UD(op, TAG_MSG_IN), 0);
+    io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_MSG_OUT));
+    from->inflight++;
+}
+
 /* Runs everything other threads pushed, oldest first. */
 static void drain_ts(struct eddy_loop *loop)
 {
@@ -730,11 +755,23 @@ static void run_pending(struct eddy_loop *loop)
 
 static void dispatch(struct eddy_loop *loop, uint64_t ud, int res, unsigned cflags)
 {
-    if (!(cflags & IORING_CQE_F_MORE))
-        loop->inflight--;
     unsigned tag = ud & TAG_MASK;
     struct eddy_op *op = (struct eddy_op *)(uintptr_t)(ud & ~(uint64_t)TAG_MASK);
+    if (tag == TAG_MSG_IN) {
+        /* Sent by another loop's MSG_RING: no SQE of ours to account. */
+        loop->active++;
+        op_finish(loop, op, 0);
+        return;
+    }
+    if (!(cflags & IORING_CQE_F_MORE))
+        loop->inflight--;
     switch (tag) {
+    case TAG_MSG_OUT:
+        /* Delivered: the op is the other loop's now (maybe already freed).
+         * Refused (target CQ full, ring gone): it is still ours to send. */
+        if (res < 0)
+            ts_push(op->loop, op);
+        break;
     case TAG_OP:
         op_complete(loop, op, res, cflags);
         break;

@@ -24,7 +24,8 @@
  *
  * Threads: one loop per thread.  A loop is bound to the thread that called
  * eddy_loop_init(); every function here must be called from that thread,
- * except eddy_loop_stop(), eddy_post_threadsafe() and eddy_strerror().
+ * except eddy_loop_stop(), eddy_post_threadsafe() and eddy_strerror()
+ * (and eddy_post_to(), from the sending loop's thread).
  *
  * Errors: functions return 0 (or a count) on success and a negative errno
  * on failure.  Callback results are the kernel's: bytes or a descriptor on
@@ -390,6 +391,17 @@ int eddy_post(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb);
  * running with eddy_loop_ref() while posts may still come.
  */
 void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb);
+
+/*
+ * From the thread of loop from, to loop to (thread-per-core messaging):
+ * the same contract as eddy_post_threadsafe(to, op, cb), but where the
+ * kernel has MSG_RING (5.18) the post travels as a completion written
+ * straight into to's ring, leaving with from's next submit: no eventfd, no
+ * system call of its own.  Otherwise, or if the kernel refuses it, it falls
+ * back to eddy_post_threadsafe().
+ */
+void eddy_post_to(struct eddy_loop *from, struct eddy_loop *to, struct eddy_op *op,
+                  eddy_cb cb);
 
 /*
  * Runs fn(op) on a worker-pool thread, then cb(op, fn's result) on the loop
