@@ -1,0 +1,287 @@
+/*
+ * The HTTP server's timeouts, all from one sweep timer: slowloris (408),
+ * body inactivity (408), idle keep-alive and fresh silent connections
+ * (closed quietly), slow readers (closed), and the limits that cut a
+ * client off — each while another client is still served promptly.
+ */
+#include "http_util.h"
+
+#include <signal.h>
+
+#define S(x) x, sizeof(x) - 1
+
+static struct hsrv H;
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&H, 0, sizeof H);
+    H.o.host = "127.0.0.1";
+    H.o.header_timeout_ms = 300;
+    H.o.body_timeout_ms = 300;
+    H.o.idle_timeout_ms = 300;
+    H.o.send_timeout_ms = 300;
+    H.o.linger_ms = 300;
+    H.o.sweep_ms = 50;
+    H.o.max_body = 4096;
+    H.o.max_header = 2048;
+    hsrv_start(&H);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    hsrv_stop(&H);
+    return 0;
+}
+
+/* Another client is served at once (the loop is not stuck). */
+static void assert_others_served(void)
+{
+    int64_t t0 = ts_now_ms();
+    char body[64];
+    assert_int_equal(simple_get(atomic_load(&H.port), "/plaintext", body, sizeof body), 200);
+    assert_string_equal(body, "Hello, World!");
+    assert_true(ts_now_ms() - t0 < 500);
+}
+
+static unsigned long long stat_of(const char *key)
+{
+    char body[256];
+    assert_int_equal(simple_get(atomic_load(&H.port), "/stats", body, sizeof body), 200);
+    const char *p = strstr(body, key);
+    assert_non_null(p);
+    return strtoull(p + strlen(key), NULL, 10);
+}
+
+static void test_slowloris(void **state)
+{
+    (void)state;
+    int fd = cli_connect(atomic_load(&H.port));
+    int64_t t0 = ts_now_ms();
+    cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\n"));
+    usleep(100000);
+    assert_others_served();
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 1), 1);
+    int64_t dt = ts_now_ms() - t0;
+    assert_int_equal(r.status, 408);
+    assert_true(r.close);
+    assert_int_equal(eof, 1);
+    assert_true(dt >= 280 && dt < 1500);
+    close(fd);
+}
+
+static void test_slowloris_trickle(void **state)
+{
+    (void)state;
+    /* Bytes that keep coming do not extend the header deadline. */
+    int fd = cli_connect(atomic_load(&H.port));
+    int64_t t0 = ts_now_ms();
+    const char *head = "GET /plaintext HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaa";
+    for (int i = 0; i < 10 && ts_now_ms() - t0 < 900; i++) {
+        cli_send(fd, head + i, 1);
+        usleep(60000);
+    }
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 1), 1);
+    assert_int_equal(r.status, 408);
+    assert_true(ts_now_ms() - t0 < 1500);
+    close(fd);
+}
+
+static void test_silent_connection(void **state)
+{
+    (void)state;
+    int fd = cli_connect(atomic_load(&H.port));
+    int64_t t0 = ts_now_ms();
+    char buf[64];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    int64_t dt = ts_now_ms() - t0;
+    assert_int_equal(n, 0); /* closed quietly: no 408 to a client that said nothing */
+    assert_true(dt >= 280 && dt < 1500);
+    close(fd);
+}
+
+static void test_idle_keepalive(void **state)
+{
+    (void)state;
+    unsigned long long t_before = stat_of("timeouts=");
+    int fd = cli_connect(atomic_load(&H.port));
+    cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"));
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 0), 1);
+    int64_t t0 = ts_now_ms();
+    /* activity within the timeout keeps it open */
+    usleep(150000);
+    cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"));
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 0), 1);
+    assert_int_equal(r.status, 200);
+    t0 = ts_now_ms();
+    char buf[64];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    int64_t dt = ts_now_ms() - t0;
+    assert_int_equal(n, 0);
+    assert_true(dt >= 280 && dt < 1500);
+    close(fd);
+    assert_true(stat_of("timeouts=") >= t_before + 1);
+}
+
+static void test_body_timeout(void **state)
+{
+    (void)state;
+    int fd = cli_connect(atomic_load(&H.port));
+    int64_t t0 = ts_now_ms();
+    cli_send(fd, S("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"));
+    usleep(100000);
+    assert_others_served();
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 1), 1);
+    assert_int_equal(r.status, 408);
+    assert_true(ts_now_ms() - t0 >= 280);
+    close(fd);
+}
+
+static void test_body_trickle_ok(void **state)
+{
+    (void)state;
+    /* Body bytes that keep coming reset the body (inactivity) timeout. */
+    int fd = cli_connect(atomic_load(&H.port));
+    cli_send(fd, S("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n"));
+    for (int i = 0; i < 8; i++) {
+        usleep(100000);
+        cli_send(fd, &"abcdefgh"[i], 1);
+    }
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 0), 1);
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body, "abcdefgh", 8);
+    close(fd);
+}
+
+static void test_slow_reader(void **state)
+{
+    (void)state;
+    unsigned long long t_before = stat_of("timeouts=");
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)atomic_load(&H.port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cli_send(fd, S("GET /big?n=16000000 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    /* never read: the server's send stalls, then times out */
+    usleep(200000);
+    assert_others_served();
+    int64_t end = ts_now_ms() + 3000;
+    while (stat_of("timeouts=") == t_before && ts_now_ms() < end)
+        usleep(20000);
+    assert_true(stat_of("timeouts=") > t_before);
+    /* the connection is gone from the server */
+    end = ts_now_ms() + 2000;
+    while (stat_of("conns=") != 1 && ts_now_ms() < end)
+        usleep(20000);
+    assert_int_equal(stat_of("conns="), 1);
+    /* and the client sees less than the whole body, then the end */
+    static char buf[1 << 16];
+    size_t total = 0;
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+    assert_true(total < 16000000);
+    close(fd);
+}
+
+static void test_steady_reader_ok(void **state)
+{
+    (void)state;
+    /* A reader that is slow but keeps taking bytes gets the whole answer,
+     * although it takes far longer than the send timeout: the timeout is
+     * about progress (the server sends large answers in slices). */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rb = 65536;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof rb);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)atomic_load(&H.port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cli_send(fd, S("GET /big?n=8000000 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    static char buf[65536];
+    size_t total = 0;
+    int64_t t0 = ts_now_ms();
+    while (total < 8000000) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+        usleep(5000); /* >= 125 reads of <= 64 KiB: >= 625 ms in all, but
+                       * each 256 KiB slice moves within ~20 ms, far inside
+                       * the 300 ms send timeout even on a loaded machine */
+    }
+    int64_t dt = ts_now_ms() - t0;
+    assert_true(total > 8000000); /* the head and the whole body */
+    assert_true(dt > 600);        /* much longer than the 300 ms send timeout */
+    close(fd);
+}
+
+static void test_limits_keep_serving(void **state)
+{
+    (void)state;
+    /* A client over a limit is cut off; the others go on. */
+    int big = cli_connect(atomic_load(&H.port));
+    cli_send(big, S("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"));
+    static char junk[8192];
+    memset(junk, 'j', sizeof junk);
+    for (int i = 0; i < 4; i++)
+        cli_send(big, junk, sizeof junk);
+    assert_others_served();
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(big, &r, 1, 0, &eof, 0), 1);
+    assert_int_equal(r.status, 413);
+    close(big);
+
+    int hdr = cli_connect(atomic_load(&H.port));
+    cli_send(hdr, S("GET /plaintext HTTP/1.1\r\nHost: t\r\nX-Big: "));
+    for (int i = 0; i < 3; i++)
+        cli_send(hdr, junk, 1000);
+    assert_others_served();
+    assert_int_equal(cli_read(hdr, &r, 1, 0, &eof, 0), 1);
+    assert_int_equal(r.status, 431);
+    close(hdr);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_slowloris),
+        cmocka_unit_test(test_slowloris_trickle),
+        cmocka_unit_test(test_silent_connection),
+        cmocka_unit_test(test_idle_keepalive),
+        cmocka_unit_test(test_body_timeout),
+        cmocka_unit_test(test_body_trickle_ok),
+        cmocka_unit_test(test_slow_reader),
+        cmocka_unit_test(test_steady_reader_ok),
+        cmocka_unit_test(test_limits_keep_serving),
+    };
+    return cmocka_run_group_tests(t, setup, teardown);
+}
