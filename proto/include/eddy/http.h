@@ -1,5 +1,6 @@
 /*
- * eddy/http.h — the HTTP/1.1 server of eddy, on llhttp.
+ * eddy/http.h — the HTTP/1.1 layer of eddy, on llhttp: the server here, the
+ * client (async and blocking) in eddy/http_client.h, included below.
  *
  * The model.  One server per loop (for several cores: one loop per thread,
  * each with its own server and its own SO_REUSEPORT listener).  The server
@@ -58,6 +59,7 @@
 #include <sys/socket.h>
 
 #include "eddy/eddy.h"
+#include "eddy/http_client.h" /* the client half of the layer */
 
 #ifdef __cplusplus
 extern "C" {
