@@ -68,6 +68,8 @@ cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 || {
     cat "$tmp/build.log"; fail "building the consumer"; }
 check_static "$tmp/cmake-build/consumer"
 run_ok "$tmp/cmake-build/consumer"
+check_static "$tmp/cmake-build/consumer_http"
+run_ok "$tmp/cmake-build/consumer_http"
 
 step "pkg-config --cflags --static --libs eddy"
 export PKG_CONFIG_PATH
