@@ -112,6 +112,7 @@ struct eddy_loop {
     unsigned features, setup_flags;
     unsigned entries, cq_entries;
     int64_t now_ns;
+    int64_t flush_mark;          /* coarse ns: when queued SQEs last went out */
     unsigned active, refs;
     unsigned inflight;           /* SQEs the kernel holds */
     struct oplist pending;       /* final callbacks for the next iteration */

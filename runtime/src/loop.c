@@ -464,6 +464,37 @@ void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res)
     oplist_push(&loop->pending, op);
 }
 
+static int64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * SQEs queued by callbacks normally go out together at the end of the
+ * batch.  But when a callback ran long (it blocked), what earlier callbacks
+ * queued has already waited that long: send it now rather than after the
+ * rest of the batch.  This is what lets each client of a blocking handler
+ * get its answer as soon as its own handler returns.  The coarse clock is
+ * read only when something is queued, and costs a few ns.
+ */
+#define FLUSH_AFTER_NS 2000000
+
+static inline void flush_if_late(struct eddy_loop *loop)
+{
+    if (!io_uring_sq_ready(&loop->ring))
+        return;
+    int64_t now = coarse_ns();
+    if (now - loop->flush_mark < FLUSH_AFTER_NS)
+        return;
+    loop->flush_mark = now;
+    loop->st.submit_calls++;
+    int n = io_uring_submit(&loop->ring);
+    if (n > 0)
+        loop->st.sqes += (unsigned)n;
+}
+
 static inline void run_cb(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
     if (loop->wd.running) {
@@ -473,6 +504,7 @@ static inline void run_cb(struct eddy_loop *loop, struct eddy_op *op, int res)
     } else {
         op->cb(op, res);
     }
+    flush_if_late(loop);
 }
 
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags)
@@ -828,6 +860,7 @@ static int submit(struct eddy_loop *loop, bool wait)
             rc = io_uring_submit(&loop->ring);
         if (rc >= 0) {
             loop->st.sqes += (unsigned)rc;
+            loop->flush_mark = coarse_ns();
             return 0;
         }
         if (rc == -EINTR)

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static int calls;
@@ -136,6 +137,54 @@ static void test_features_env(void **state)
     ts_loop_free(loop);
 }
 
+/* A callback that runs long must not hold back what earlier callbacks of
+ * the same batch queued: their SQEs go out as soon as it returns. */
+static struct {
+    int fds[2];
+    struct eddy_loop *loop;
+    struct eddy_op send_op, a, b;
+    int seen_early;
+    int sent;
+} late;
+
+static void late_send_done(struct eddy_op *op, int res)
+{
+    (void)op;
+    late.sent = res;
+}
+
+static void late_a(struct eddy_op *op, int res)
+{
+    (void)op;
+    (void)res;
+    assert_int_equal(eddy_send(late.loop, &late.send_op, late.fds[1], "x", 1, 0, late_send_done), 0);
+    usleep(20000); /* a blocking callback */
+}
+
+static void late_b(struct eddy_op *op, int res)
+{
+    (void)op;
+    (void)res;
+    char c;
+    late.seen_early = recv(late.fds[0], &c, 1, MSG_DONTWAIT) == 1;
+}
+
+static void test_long_callback_flushes(void **state)
+{
+    (void)state;
+    memset(&late, 0, sizeof late);
+    ts_tcp_pair(late.fds);
+    late.loop = ts_loop_new(NULL);
+    assert_int_equal(eddy_post(late.loop, &late.a, late_a), 0);
+    assert_int_equal(eddy_post(late.loop, &late.b, late_b), 0);
+    assert_int_equal(eddy_loop_run(late.loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(late.sent, 1);
+    assert_true(late.seen_early);
+    ts_loop_free(late.loop);
+    close(late.fds[0]);
+    close(late.fds[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_destroy_busy),
         cmocka_unit_test(test_stop_from_thread),
         cmocka_unit_test(test_features_env),
+        cmocka_unit_test(test_long_callback_flushes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
