@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(build-essential gcc clang cmake pkg-config liburing-dev libcmocka-dev
-          node-llhttp curl python3 ca-certificates)
+          node-llhttp curl python3 ca-certificates strace slowhttptest)
 for arg in "$@"; do
     case $arg in
     --bench) packages+=(wrk nginx-light) ;;

@@ -24,7 +24,15 @@
  *   - Transfer-Encoding in HTTP/1.0, or listed twice: 400 (RFC 9112 6.1);
  *   - Transfer-Encoding codings other than chunked alone: 501, or 400
  *     when chunked is not the last one;
- *   - a missing or repeated Host in HTTP/1.1: 400 (RFC 9112 3.2).
+ *   - a missing or repeated Host in HTTP/1.1, or one that is no
+ *     uri-host[:port]: 400 (RFC 9112 3.2);
+ *   - obs-fold right after the colon ("Name:" CRLF SP "value", where
+ *     llhttp's value span starts after the fold): 400;
+ *   - an empty field-name (": v"): 400;
+ *   - a fragment ("#") in the request-target: 400 (RFC 9112 3.2);
+ *   - a malformed HTTP-version: 400, a well-formed unknown one: 505;
+ *   - a chunk whose size line alone exceeds max_body: 413 at once.
+ * (Each of these has a case in tests/reliability/corpus.txt.)
  * What llhttp rejects itself in strict mode: CL with TE, duplicate CL, bad
  * CL digits, bad chunk sizes, bare LF and CR, whitespace before the colon,
  * control characters.
@@ -143,6 +151,9 @@ struct sess {
     int err;             /* status for an error found in a callback */
     const char *bufstart;
     char prev_last;      /* the last byte of the previous chunk (obs-fold check) */
+    uint8_t fold_scan;   /* between a header's colon and its first value byte */
+    uint8_t fold_nl;     /* ... and a line end was seen there (obs-fold) */
+    const char *colon;   /* the end of the last field-name, in the current buffer */
     char *pend;          /* bytes received while paused */
     size_t pend_len, pend_cap;
     struct eddy_op sop;
@@ -326,14 +337,16 @@ static unsigned conn_state(const struct conn *c)
     return TL_IDLE;
 }
 
-/* Puts c on the list of its state; touch restarts the clock of an
- * inactivity timeout (body, send) on progress. */
+/* Puts c on the list of its state; touch restarts the clock of the send
+ * timeout on progress.  The head and body deadlines are totals (from the
+ * first byte of the head, and from its end): bytes trickled in one at a
+ * time must not keep a connection forever. */
 static void conn_retime(struct conn *c, bool touch)
 {
     if (c->flags & C_CLOSING)
         return;
     unsigned st = conn_state(c);
-    if (st == c->tl && !(touch && (st == TL_BODY || st == TL_SEND)))
+    if (st == c->tl && !(touch && st == TL_SEND))
         return;
     tl_remove(c->srv, c);
     tl_append(c->srv, c, st);
@@ -404,25 +417,26 @@ static void req_put(struct eddy_http_req *r)
     srv->rfree = r;
 }
 
-/* Appends n bytes to the head arena; false when max_header is exceeded. */
-static bool arena_put(struct eddy_http_req *r, const char *p, size_t n)
+/* Appends n bytes to the head arena: 0, or the status to fail with (431
+ * beyond max_header, 503 without memory). */
+static int arena_put(struct eddy_http_req *r, const char *p, size_t n)
 {
     struct eddy_http_server *srv = r->srv;
     if (r->alen + n + 1 > srv->o.max_header)
-        return false;
+        return 431;
     if (r->alen + n + 1 > r->acap) {
         uint32_t cap = r->acap ? r->acap : 1024;
         while (cap < r->alen + n + 1)
             cap *= 2;
         char *a = eddy_loop_realloc(srv->loop, r->arena, cap);
         if (!a)
-            return false;
+            return 503;
         r->arena = a;
         r->acap = cap;
     }
     memcpy(r->arena + r->alen, p, n);
     r->alen += (uint32_t)n;
-    return true;
+    return 0;
 }
 
 static bool arena_reserve(struct eddy_http_req *r, size_t n)
@@ -839,6 +853,8 @@ static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
     s->batching = 0;
     s->err = 0;
     s->prev_last = 0;
+    s->fold_scan = s->fold_nl = 0;
+    s->colon = NULL;
     s->pend_len = 0;
     s->sent_upto = NULL;
     c->s = s;
@@ -945,6 +961,16 @@ static void conn_close(struct conn *c)
 
 /* ---- the server's own answers ------------------------------------------ */
 
+/* The server's own answer, or (no memory even for that) a close: a
+ * request the server answers itself must never stay unanswered. */
+static void answer_or_drop(struct eddy_http_req *r, int status, const char *body, size_t len)
+{
+    if (eddy_http_respond(r, status, "text/plain", body, len) == 0)
+        return;
+    r->flags |= R_ANSWERED | R_DONE | R_CLOSE;
+    conn_close(r->c);
+}
+
 /* Queues an error answer behind the requests already queued, stops parsing
  * and closes after it. */
 static void conn_error(struct conn *c, int status)
@@ -974,8 +1000,7 @@ static void conn_error(struct conn *c, int status)
     const char *reason = eddy_http_reason(status);
     char body[64];
     int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
-    if (eddy_http_respond(r, status, "text/plain", body, (size_t)n) < 0)
-        conn_close(c);
+    answer_or_drop(r, status, body, (size_t)n);
 }
 
 /* ---- routing ----------------------------------------------------------- */
@@ -1034,7 +1059,7 @@ static void route_dispatch(struct eddy_http_req *r)
     }
     srv->st.errors++;
     if (!known) {
-        eddy_http_respond(r, 404, "text/plain", "404 Not Found\n", 14);
+        answer_or_drop(r, 404, "404 Not Found\n", 14);
         return;
     }
     /* 405: list the methods the path does have. */
@@ -1058,8 +1083,10 @@ static void route_dispatch(struct eddy_http_req *r)
             al += ml;
         }
     }
-    eddy_http_set_header(r, "Allow", allow);
-    eddy_http_respond(r, 405, "text/plain", "405 Method Not Allowed\n", 23);
+    if (eddy_http_set_header(r, "Allow", allow) < 0)
+        answer_or_drop(r, 0, NULL, 0); /* 405 needs its Allow: no half answer */
+    else
+        answer_or_drop(r, 405, "405 Method Not Allowed\n", 23);
 }
 
 /* ---- parsing ----------------------------------------------------------- */
@@ -1098,22 +1125,24 @@ static int on_version(llhttp_t *p, const char *at, size_t n)
 
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
     if (r->urllen + n > r->srv->o.max_uri)
         return fail(s, 414);
-    if (!arena_put(r, at, n))
-        return fail(s, 431);
+    if ((rc = arena_put(r, at, n)))
+        return fail(s, rc);
     r->urllen += (uint32_t)n;
     return 0;
 }
 
 static int on_url_complete(llhttp_t *p)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
-    if (!arena_put(r, "", 1))
-        return fail(s, 431);
+    if ((rc = arena_put(r, "", 1)))
+        return fail(s, rc);
     char *u = r->arena + r->url;
     /* absolute-form (RFC 9112 3.2.2): route on the path part */
     if (r->urllen > 7 && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8))) {
@@ -1122,8 +1151,8 @@ static int on_url_complete(llhttp_t *p)
         r->url += skip;
         r->urllen -= skip;
         if (!sl) { /* "http://host" alone: the path is "/" */
-            if (!arena_put(r, "/", 1))
-                return fail(s, 431);
+            if ((rc = arena_put(r, "/", 1)))
+                return fail(s, rc);
             r->arena[r->alen - 2] = '/';
             r->arena[r->alen - 1] = 0;
             r->url = r->alen - 2;
@@ -1131,6 +1160,9 @@ static int on_url_complete(llhttp_t *p)
         }
         u = r->arena + r->url;
     }
+    /* RFC 9112 3.2: no fragment in a request-target (llhttp takes one) */
+    if (memchr(u, '#', r->urllen))
+        return fail(s, 400);
     char *q = memchr(u, '?', r->urllen);
     if (q) {
         *q = 0;
@@ -1143,6 +1175,7 @@ static int on_url_complete(llhttp_t *p)
 
 static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
     if (r->last != 1) {
@@ -1155,24 +1188,32 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
         r->nh++;
         r->last = 1;
     }
-    if (!arena_put(r, at, n))
-        return fail(s, 431);
+    if ((rc = arena_put(r, at, n)))
+        return fail(s, rc);
     r->h[r->nh - 1].nl = (uint16_t)(r->h[r->nh - 1].nl + n);
+    s->colon = at + n;
     return 0;
 }
 
 static int on_header_field_complete(llhttp_t *p)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
-    if (!arena_put(r, "", 1))
-        return fail(s, 431);
+    /* llhttp lets ": v" through: an empty field-name is not a token */
+    if (r->last != 1 || r->h[r->nh - 1].nl == 0)
+        return fail(s, 400);
+    if ((rc = arena_put(r, "", 1)))
+        return fail(s, rc);
     r->h[r->nh - 1].v = (uint16_t)r->alen;
+    s->fold_scan = 1;
+    s->fold_nl = 0;
     return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
     /* llhttp 8.1 accepts obs-fold (a line starting with SP/HT continues the
@@ -1181,18 +1222,27 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     char prev = at > s->bufstart ? at[-1] : s->prev_last;
     if (n && (prev == '\n' || memchr(at, '\n', n) || memchr(at, '\r', n)))
         return fail(s, 400);
+    /* "Name:" CRLF SP "value" is a fold too, with llhttp's span starting
+     * after it: a line end between the colon and the first value byte. */
+    if (n && s->fold_scan) {
+        const char *from = s->colon ? s->colon : s->bufstart;
+        if (s->fold_nl || (at > from && memchr(from, '\n', (size_t)(at - from))))
+            return fail(s, 400);
+        s->fold_scan = 0;
+    }
     if (r->last != 2) {
         r->h[r->nh - 1].v = (uint16_t)r->alen;
         r->last = 2;
     }
-    if (!arena_put(r, at, n))
-        return fail(s, 431);
+    if ((rc = arena_put(r, at, n)))
+        return fail(s, rc);
     r->h[r->nh - 1].vl = (uint16_t)(r->h[r->nh - 1].vl + n);
     return 0;
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
+    int rc;
     struct sess *s = P(p);
     struct eddy_http_req *r = s->cur;
     if (r->last != 2) /* empty value: no span came */
@@ -1203,9 +1253,10 @@ static int on_header_value_complete(llhttp_t *p)
         h->vl--;
         r->alen--;
     }
-    if (!arena_put(r, "", 1))
-        return fail(s, 431);
+    if ((rc = arena_put(r, "", 1)))
+        return fail(s, rc);
     r->last = 0;
+    s->fold_scan = 0;
     return 0;
 }
 
@@ -1244,6 +1295,12 @@ static int on_headers_complete(llhttp_t *p)
     /* RFC 9112 3.2: a 1.1 request without Host, or with several, is 400. */
     if (nhost > 1 || (r->vmin == 1 && nhost == 0))
         return fail(s, 400);
+    /* ... and so is a Host that is no uri-host [":" port] (RFC 3986 3.2.2:
+     * reg-name, IPv4, IP-literal): no space, "@", "/", "?", "#" ... */
+    const char *host = hdr_get(r, "host", NULL);
+    if (host && host[strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789-._~%!$&'()*+,;=:[]")])
+        return fail(s, 400);
     if (te) {
         /* RFC 9112 6.1: CL with TE, and TE in HTTP/1.0, are faulty framing. */
         if ((p->flags & F_CONTENT_LENGTH) || r->vmin == 0 || nte > 1)
@@ -1267,7 +1324,7 @@ static int on_headers_complete(llhttp_t *p)
      * handler already holds. */
     size_t ql = strlen(r->arena + r->query);
     if (ql && !arena_reserve(r, 2 * ql + 2))
-        return fail(s, 431);
+        return fail(s, 503);
     if (r->method == HTTP_HEAD)
         r->flags |= R_HEADREQ;
     /* Expect: 100-continue (curl sends it before large bodies): say
@@ -1312,6 +1369,16 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* A chunk that cannot fit is refused at its size line, not after its
+ * bytes have trickled in. */
+static int on_chunk_header(llhttp_t *p)
+{
+    struct sess *s = P(p);
+    if (p->content_length > s->cur->srv->o.max_body - s->cur->blen)
+        return fail(s, 413);
+    return 0;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     struct sess *s = P(p);
@@ -1348,7 +1415,9 @@ static int map_error(struct sess *s, llhttp_errno_t e)
         return s->err;
     switch (e) {
     case HPE_INVALID_VERSION:
-        return 505;
+        /* llhttp says "Invalid HTTP version" for a well-formed version it
+         * does not know (505); bad syntax there is a bad request. */
+        return strcmp(llhttp_get_error_reason(&s->p), "Invalid HTTP version") ? 400 : 505;
     default:
         return 400;
     }
@@ -1373,6 +1442,7 @@ static size_t parse(struct conn *c, const char *data, size_t len)
 {
     struct sess *s = c->s;
     s->bufstart = data;
+    s->colon = NULL;
     llhttp_errno_t e = llhttp_execute(&s->p, data, len);
     size_t used = len;
     if (e == HPE_PAUSED) {
@@ -1390,6 +1460,13 @@ static size_t parse(struct conn *c, const char *data, size_t len)
     }
     if (used)
         s->prev_last = data[used - 1];
+    if (s->fold_scan) {
+        /* between a colon and its value at the end of this buffer */
+        const char *from = s->colon ? s->colon : data;
+        if (from < data + used && memchr(from, '\n', (size_t)(data + used - from)))
+            s->fold_nl = 1;
+    }
+    s->colon = NULL; /* the buffer goes back to the pool */
     return used;
 }
 
@@ -1463,6 +1540,30 @@ static void conn_resume(struct conn *c)
     }
 }
 
+/*
+ * EOF: a half-close (shutdown(SHUT_WR) after the request) cannot be told
+ * from a close until a send fails, so the answers already made (the
+ * answered head of the queue) are still sent, then the connection closes;
+ * requests not answered yet are aborted as before.  False: close now.
+ */
+static bool eof_keep_answers(struct conn *c)
+{
+    struct sess *s = c->s;
+    if (!s || (c->flags & (C_CLOSING | C_LINGER)))
+        return false;
+    struct eddy_http_req *last = NULL;
+    for (struct eddy_http_req *r = s->head; r && (r->flags & R_ANSWERED); r = r->next)
+        last = r;
+    if (!last)
+        return false;
+    last->flags |= R_CLOSE; /* after it: half-close, and close_done on the way out */
+    s->stop = 1;            /* nothing more is parsed */
+    s->paused = 0;
+    s->pend_len = 0;
+    conn_retime(c, false);
+    return true;
+}
+
 static void recv_cb(struct eddy_op *op, int res)
 {
     struct conn *c = eddy_container_of(op, struct conn, rop);
@@ -1478,6 +1579,8 @@ static void recv_cb(struct eddy_op *op, int res)
             if (eddy_recv_multi(srv->loop, &c->rop, c->fd, srv->pool, recv_cb) == 0)
                 return;
         }
+        if (res == 0 && eof_keep_answers(c))
+            return;
         conn_close(c);
         return;
     }
@@ -1527,6 +1630,30 @@ static struct conn *conn_get(struct eddy_http_server *srv)
     return c;
 }
 
+/* Serves the connected socket fd (owned from here on, closed on error). */
+static int conn_start(struct eddy_http_server *srv, int fd)
+{
+    struct conn *c = conn_get(srv);
+    if (!c) {
+        close(fd);
+        return -ENOMEM;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly off TCP */
+    c->srv = srv;
+    c->fd = fd;
+    srv->nconns++;
+    tl_append(srv, c, TL_HEAD);
+    int rc = eddy_recv_multi(srv->loop, &c->rop, fd, srv->pool, recv_cb);
+    if (rc < 0) {
+        tl_remove(srv, c);
+        c->flags |= C_CLOSING;
+        conn_close(c);
+        return rc; /* the descriptor closes through conn_close */
+    }
+    return 0;
+}
+
 static const char busy_503[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
@@ -1552,22 +1679,24 @@ static void accept_cb(struct eddy_op *op, int res)
         close(res);
         return;
     }
-    struct conn *c = conn_get(srv);
-    if (!c) {
-        close(res);
-        return;
+    conn_start(srv, res);
+}
+
+int eddy_http_server_adopt(struct eddy_http_server *srv, int fd)
+{
+    if (fd < 0)
+        return -EBADF;
+    if (!srv->listening || srv->shutting) {
+        close(fd);
+        return srv->shutting ? -ESHUTDOWN : -EINVAL;
     }
-    int one = 1;
-    setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->srv = srv;
-    c->fd = res;
-    srv->nconns++;
-    tl_append(srv, c, TL_HEAD);
-    if (eddy_recv_multi(srv->loop, &c->rop, res, srv->pool, recv_cb) < 0) {
-        tl_remove(srv, c);
-        c->flags |= C_CLOSING;
-        conn_close(c);
+    if (srv->nconns >= srv->o.max_conns) {
+        srv->st.rejected++;
+        close(fd);
+        return -EBUSY;
     }
+    srv->st.accepted++;
+    return conn_start(srv, fd);
 }
 
 /* ---- the sweep --------------------------------------------------------- */
@@ -1679,6 +1808,7 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
     srv->settings.on_header_value_complete = on_header_value_complete;
     srv->settings.on_headers_complete = on_headers_complete;
     srv->settings.on_body = on_body;
+    srv->settings.on_chunk_header = on_chunk_header;
     srv->settings.on_message_complete = on_message_complete;
     date_refresh(srv);
     srv->st.conn_size = sizeof(struct conn);

@@ -202,8 +202,10 @@ static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
         /* Out of descriptors or memory: say so, wait, try again.  Spinning
          * on accept would only burn the CPU the server needs to free them. */
         unsigned ms = op->u.accept.backoff_ms ? op->u.accept.backoff_ms * 2 : 10;
-        if (ms > 1000)
-            ms = 1000;
+        /* Capped low enough that accepting resumes well within a second of
+         * descriptors freeing; four tries a second cost nothing. */
+        if (ms > 250)
+            ms = 250;
         op->u.accept.backoff_ms = ms;
         op->state = ST_BACKOFF;
         struct io_uring_sqe *sqe = io_uring_get_sqe(&loop->ring);

@@ -23,10 +23,14 @@
  * callback (eddy_http_on_abort), so the handler can cancel its own work.
  * The request stays valid until the handler answers it anyway; that answer
  * is discarded (and the connection is freed only then).  A handler that
- * never answers leaks the request and keeps shutdown from finishing.  EOF
- * counts as "gone" even if it was only a half-close, as in Tornado.  While
- * reading of a connection is stopped (pipeline cap reached and 64 KiB
- * stashed), its EOF is noticed when reading resumes.
+ * never answers leaks the request and keeps shutdown from finishing.  On
+ * EOF (a half-close cannot be told from a close until a send fails) the
+ * answers already made are still sent, in order, then the connection
+ * closes; requests not answered yet at that moment are aborted and bytes
+ * after the EOF point are not parsed.  So a client that sends its request
+ * and shutdown(SHUT_WR) gets its answer whenever the handler answers at
+ * once.  While reading of a connection is stopped (pipeline cap reached
+ * and 64 KiB stashed), its EOF is noticed when reading resumes.
  *
  * HTTP details: HEAD runs the GET handler and sends no body; Expect:
  * 100-continue is answered when no earlier answer is pending; Upgrade is
@@ -45,8 +49,9 @@
  *
  * Errors: functions return 0 or a negative errno.  Malformed or
  * over-limit requests are answered by the server itself (400, 408, 413,
- * 414, 431, 501, 505) and the connection is closed after the answer; the
- * handler never sees them.
+ * 414, 431, 501, 505; 503 when the loop's allocator fails, or just a
+ * close when even that answer cannot be made) and the connection is
+ * closed after the answer; the handler never sees them.
  *
  * Strings returned by accessors are NUL-terminated, owned by the request
  * and valid until the request is answered.
@@ -84,7 +89,7 @@ struct eddy_http_options {
     unsigned max_headers;        /* header fields, else 431; 0 = 64 */
     size_t max_body;             /* body bytes, else 413; 0 = 1 MiB */
     unsigned header_timeout_ms;  /* whole request head, else 408 and close; 0 = 10000 */
-    unsigned body_timeout_ms;    /* between body reads, else 408 and close; 0 = 30000 */
+    unsigned body_timeout_ms;    /* whole body, from the end of the head, else 408; 0 = 30000 */
     unsigned idle_timeout_ms;    /* keep-alive idle, then close quietly; 0 = 60000 */
     unsigned send_timeout_ms;    /* a slow reader: when one send (at most 256 KiB) is not taken
                                     by the client within this, close; 0 = 30000 */
@@ -129,6 +134,18 @@ int eddy_http_route(struct eddy_http_server *srv, const char *method, const char
 
 /* Binds (unless opts->listen_fd), listens and starts accepting. */
 int eddy_http_server_listen(struct eddy_http_server *srv);
+
+/*
+ * Serves fd, an already connected stream socket (TCP or AF_UNIX: a
+ * socketpair end, a socket handed over by socket activation ...), as if
+ * it had been accepted: same limits, timeouts and statistics (counted in
+ * accepted).  The server owns fd from the call on, also on failure (then
+ * it is closed).  Loop thread only, after eddy_http_server_listen and
+ * before shutdown.  Returns 0, -EBADF (fd < 0), -EINVAL (not listening),
+ * -ESHUTDOWN (shutting down), -EBUSY (max_conns reached), -ENOMEM, or
+ * the error of the first receive.
+ */
+int eddy_http_server_adopt(struct eddy_http_server *srv, int fd);
 
 /* The bound port (useful with port 0), or a negative errno. */
 int eddy_http_server_port(const struct eddy_http_server *srv);

@@ -296,7 +296,7 @@ void eddy_loop_log(struct eddy_loop *loop, int level, const char *fmt, ...)
  * each completion.  flags: SOCK_NONBLOCK / SOCK_CLOEXEC for accept4.
  * On -EMFILE / -ENFILE / -ENOMEM / -ENOBUFS the callback sees the error
  * with EDDY_OP_MORE set, and accepting resumes after a back-off (10 ms
- * doubling to 1 s), so an out-of-descriptors server neither spins nor
+ * doubling to 250 ms), so an out-of-descriptors server neither spins nor
  * stops.  Transient errors (-ECONNABORTED, -EINTR ...) are retried quietly.
  * The final callback is -ECANCELED (after eddy_cancel) or a fatal error
  * (-EBADF, -EINVAL, -ENOTSOCK).  addr/addrlen may be NULL.
