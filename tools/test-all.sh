@@ -3,7 +3,8 @@
 # ctest for preset "default" (RelWithDebInfo) and preset "asan" (Debug with
 # ASan/UBSan/LSan).  Every test runs twice in each preset: as is and as on a
 # 5.10 kernel (the *_compat twins, EDDY_COMPAT=5.10).  Exits non-zero on any
-# failure.  Optional arguments: the presets to run instead of both.
+# failure.  Then the HTTP fuzzer for EDDY_FUZZ_SECS (default 60) seconds.
+# Optional arguments: the presets to run instead of both (and no fuzzing).
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +45,20 @@ for p in "${presets[@]}"; do
     fi
 done
 
+# The fuzzer, bounded (EDDY_FUZZ_SECS, default 60; 0 skips it), when the
+# default presets run: ASan+UBSan, seeded from the bad-bytes corpus.
+fuzz_secs=${EDDY_FUZZ_SECS:-60}
+if [ $# -eq 0 ] && [ "$fuzz_secs" -gt 0 ]; then
+    start=$SECONDS
+    echo "=== fuzz: tools/fuzz.sh $fuzz_secs"
+    if tools/fuzz.sh "$fuzz_secs" > build/fuzz.log 2>&1; then
+        summary+=("fuzz: ok: $(grep -E 'stat::number_of_executed_units' build/fuzz.log | tr -s ' ' | cut -d' ' -f2) inputs, no crash [$((SECONDS - start)) s]")
+    else
+        failed=1
+        tail -n 40 build/fuzz.log
+        summary+=("fuzz: FAILED (see build/fuzz.log) [$((SECONDS - start)) s]")
+    fi
+fi
 echo
 echo "=== test-all summary ($((SECONDS - start_all)) s)"
 for s in "${summary[@]}"; do
