@@ -5,3 +5,8 @@
 # long soak (not a ctest test).
 eddy_test(test_slow reliability/test_slow.c LABELS reliability stress LIBS eddy_http TIMEOUT 90)
 eddy_test(test_exhaust reliability/test_exhaust.c LABELS reliability stress LIBS eddy_http TIMEOUT 90)
+if(TARGET eddy-demo)
+  eddy_test(test_process reliability/test_process.c LABELS reliability stress LIBS eddy_http TIMEOUT 90)
+  target_compile_definitions(test_process PRIVATE EDDY_DEMO_BIN="$<TARGET_FILE:eddy-demo>")
+  add_dependencies(test_process eddy-demo)
+endif()

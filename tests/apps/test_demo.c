@@ -1,0 +1,697 @@
+/*
+ * Integration tests of the eddy-demo binary: each test starts it as a child
+ * on ports the kernel picks (--port 0 --time-port 0, read back from its
+ * first stdout line), with its stderr in a temporary file, drives it over
+ * loopback with plain sockets, and stops it with SIGTERM.  The compat run
+ * inherits EDDY_COMPAT=5.10.  Timing claims use fixed delays (--delay-ms)
+ * and generous but falsifiable bounds.
+ */
+#define _GNU_SOURCE
+#include "testsupport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef EDDY_DEMO_PATH
+#error "EDDY_DEMO_PATH must name the eddy-demo binary"
+#endif
+
+struct demo {
+    pid_t pid;
+    uint16_t port, time_port;
+    char errpath[64];
+};
+
+/* The running child, so a failed test still does not leave it behind. */
+static struct demo *g_demo;
+
+static int teardown_child(void **state)
+{
+    (void)state;
+    if (g_demo) {
+        if (g_demo->pid > 0) {
+            kill(g_demo->pid, SIGKILL);
+            waitpid(g_demo->pid, NULL, 0);
+        }
+        if (g_demo->errpath[0])
+            unlink(g_demo->errpath);
+        g_demo = NULL;
+    }
+    return 0;
+}
+
+/* Starts eddy-demo --port 0 --time-port 0 extra... and reads its ports. */
+static void demo_start(struct demo *d, const char *const *extra)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->errpath, sizeof d->errpath, "/tmp/eddy-demo-test-XXXXXX");
+    int errfd = mkostemp(d->errpath, O_CLOEXEC);
+    assert_true(errfd >= 0);
+    g_demo = d;
+    const char *argv[32] = {"eddy-demo", "--port", "0", "--time-port", "0"};
+    size_t n = 5;
+    for (; extra && *extra; extra++) {
+        assert_true(n < 31);
+        argv[n++] = *extra;
+    }
+    argv[n] = NULL;
+    int out[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        dup2(errfd, 2);
+        execv(EDDY_DEMO_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    d->pid = pid;
+    close(out[1]);
+    close(errfd);
+    char line[1024];
+    size_t len = 0;
+    int64_t deadline = ts_now_ms() + 5000;
+    while (len < sizeof line - 1 && !memchr(line, '\n', len)) {
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        int left = (int)(deadline - ts_now_ms());
+        if (left <= 0)
+            fail_msg("eddy-demo printed no start line within 5 s");
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        ssize_t r = read(out[0], line + len, sizeof line - 1 - len);
+        if (r <= 0)
+            fail_msg("eddy-demo exited before its start line");
+        len += (size_t)r;
+    }
+    line[len] = 0;
+    close(out[0]);
+    unsigned port = 0, tport = 0;
+    assert_int_equal(sscanf(line, "eddy-demo: port %u time-port %u", &port, &tport), 2);
+    assert_true(port > 0 && port < 65536 && tport > 0 && tport < 65536);
+    assert_true(port != tport);
+    assert_non_null(strstr(line, "/api/noblock"));
+    d->port = (uint16_t)port;
+    d->time_port = (uint16_t)tport;
+}
+
+/* SIGTERM, then the exit status within timeout_ms (killed if not). */
+static int demo_stop(struct demo *d, unsigned timeout_ms)
+{
+    assert_int_equal(kill(d->pid, SIGTERM), 0);
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        assert_true(r >= 0);
+        if (r == d->pid)
+            break;
+        if (ts_now_ms() > deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            d->pid = -1;
+            fail_msg("eddy-demo did not exit within %u ms of SIGTERM", timeout_ms);
+        }
+        usleep(2000);
+    }
+    d->pid = -1;
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* The child's stderr so far. */
+static char *demo_stderr(const struct demo *d)
+{
+    FILE *f = fopen(d->errpath, "r");
+    assert_non_null(f);
+    static char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static void demo_done(struct demo *d)
+{
+    assert_int_equal(demo_stop(d, 5000), 0);
+    unlink(d->errpath);
+    g_demo = NULL;
+}
+
+/* ---- a tiny HTTP/1.1 client: many requests at once, poll-driven ---------- */
+
+struct hres {
+    int fd;
+    int status;
+    size_t len;
+    char raw[4096];
+    const char *body;
+    int64_t done_ms;
+};
+
+/* Connects n sockets to port and sends GET path on each ("Connection:
+ * close").  Returns the time just before the first send. */
+static int64_t http_start(uint16_t port, const char *path, struct hres *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].fd = ts_connect(port);
+        assert_true(r[i].fd >= 0);
+    }
+    char req[512];
+    int len = snprintf(req, sizeof req,
+                       "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    int64_t t0 = ts_now_ms();
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(send(r[i].fd, req, (size_t)len, MSG_NOSIGNAL), len);
+        fcntl(r[i].fd, F_SETFL, fcntl(r[i].fd, F_GETFL) | O_NONBLOCK);
+    }
+    return t0;
+}
+
+/* Reads every answer to EOF (each bounded by timeout_ms overall) and parses
+ * its status and body. */
+static void http_finish(struct hres *r, size_t n, unsigned timeout_ms)
+{
+    struct pollfd *p = calloc(n, sizeof *p);
+    assert_non_null(p);
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    for (;;) {
+        size_t open = 0;
+        for (size_t i = 0; i < n; i++) {
+            p[i].fd = r[i].fd;
+            p[i].events = POLLIN;
+            p[i].revents = 0;
+            open += r[i].fd >= 0;
+        }
+        if (!open)
+            break;
+        int left = (int)(deadline - ts_now_ms());
+        if (left <= 0)
+            fail_msg("HTTP answers timed out: %zu of %zu unfinished", open, n);
+        int pr = poll(p, (nfds_t)n, left);
+        assert_true(pr >= 0);
+        for (size_t i = 0; i < n; i++) {
+            if (r[i].fd < 0 || !p[i].revents)
+                continue;
+            ssize_t got = recv(r[i].fd, r[i].raw + r[i].len, sizeof r[i].raw - 1 - r[i].len, 0);
+            if (got < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (got > 0) {
+                r[i].len += (size_t)got;
+                assert_true(r[i].len < sizeof r[i].raw - 1);
+                continue;
+            }
+            /* EOF (or a reset, which leaves the answer unparsable) */
+            r[i].done_ms = ts_now_ms();
+            close(r[i].fd);
+            r[i].fd = -1;
+            r[i].raw[r[i].len] = 0;
+            if (sscanf(r[i].raw, "HTTP/1.1 %d", &r[i].status) != 1)
+                r[i].status = -1;
+            char *b = strstr(r[i].raw, "\r\n\r\n");
+            r[i].body = b ? b + 4 : "";
+        }
+    }
+    free(p);
+}
+
+static void http_get(uint16_t port, const char *path, struct hres *r, unsigned timeout_ms)
+{
+    http_start(port, path, r, 1);
+    http_finish(r, 1, timeout_ms);
+}
+
+static bool matches(const char *re, const char *s)
+{
+    regex_t rx;
+    assert_int_equal(regcomp(&rx, re, REG_EXTENDED | REG_NOSUB), 0);
+    bool ok = regexec(&rx, s, 0, NULL, 0) == 0;
+    regfree(&rx);
+    return ok;
+}
+
+#define E_RE "e:[0-9]{10}\\.[0-9]{6}$"
+
+/* ---- tests ------------------------------------------------------------- */
+
+static void test_help(void **state)
+{
+    (void)state;
+    int out[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        execl(EDDY_DEMO_PATH, "eddy-demo", "--help", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    static char text[16384];
+    size_t len = 0;
+    int64_t deadline = ts_now_ms() + 5000;
+    for (;;) {
+        struct pollfd p = {.fd = out[0], .events = POLLIN};
+        int left = (int)(deadline - ts_now_ms());
+        assert_true(left > 0);
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        ssize_t r = read(out[0], text + len, sizeof text - 1 - len);
+        assert_true(r >= 0);
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    text[len] = 0;
+    close(out[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    const char *flags[] = {"--port", "--time-port", "--threads", "--upstream", "--timeout",
+                           "--delay-ms", "--seed", "--stall-ms", "--pool",
+                           "--header-timeout-ms", "--body-timeout-ms", "--idle-timeout-ms",
+                           "--send-timeout-ms", "--max-conns"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (!strstr(text, flags[i]))
+            fail_msg("--help does not document %s", flags[i]);
+
+    /* A bad flag is a usage error (2), not a start. */
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 2);
+        execl(EDDY_DEMO_PATH, "eddy-demo", "--pool", "zero", (char *)NULL);
+        _exit(127);
+    }
+    int64_t t = ts_now_ms() + 5000;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < t)
+        usleep(2000);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("eddy-demo with a bad flag did not exit");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+}
+
+/* /api/time's body format (fixed and random delays), 404, /stats keys. */
+static void test_time_format_stats(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "50", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    int64_t t0 = ts_now_ms();
+    http_get(d.port, "/api/time?time=abc%20x", &r, 3000);
+    int64_t took = ts_now_ms() - t0;
+    assert_int_equal(r.status, 200);
+    if (!matches("^b:abc x,s:0\\.05 => " E_RE, r.body))
+        fail_msg("bad /api/time body: '%s'", r.body);
+    assert_true(took >= 50);
+    http_get(d.port, "/api/time", &r, 3000);
+    assert_int_equal(r.status, 200);
+    if (!matches("^b:,s:0\\.05 => " E_RE, r.body))
+        fail_msg("bad /api/time body without time: '%s'", r.body);
+    /* The time service answers the same on its own port. */
+    http_get(d.time_port, "/api/time?time=7", &r, 3000);
+    assert_int_equal(r.status, 200);
+    assert_true(matches("^b:7,s:0\\.05 => " E_RE, r.body));
+
+    http_get(d.port, "/no/such/path", &r, 3000);
+    assert_int_equal(r.status, 404);
+    http_get(d.port, "/plaintext", &r, 3000);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "Hello, World!");
+
+    http_get(d.port, "/stats", &r, 3000);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.raw, "Content-Type: application/json"));
+    const char *keys[] = {"\"scope\":\"loop\"", "\"loop_counters\":{", "\"iterations\":",
+                          "\"completions\":", "\"server\":{", "\"connections\":",
+                          "\"routes\":{", "\"/api/time\":{\"requests\":2,\"answered\":2,",
+                          "\"/plaintext\":{\"requests\":1,\"answered\":1,",
+                          "\"/stats\":{\"requests\":1,\"answered\":0,", "\"p50\":", "\"p90\":",
+                          "\"p99\":", "\"max\":"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strstr(r.body, keys[i]))
+            fail_msg("/stats lacks %s: %s", keys[i], r.body);
+    /* JSON-ish: one object, balanced braces, no trailing garbage. */
+    int depth = 0, maxd = 0;
+    bool instr = false;
+    for (const char *p = r.body; *p; p++) {
+        if (*p == '"')
+            instr = !instr;
+        else if (!instr && *p == '{')
+            maxd = ++depth > maxd ? depth : maxd;
+        else if (!instr && *p == '}')
+            assert_true(--depth >= 0);
+    }
+    assert_false(instr);
+    assert_int_equal(depth, 0);
+    assert_true(maxd >= 3);
+    assert_true(matches("^\\{.*\\}\n$", r.body));
+    /* The /api/time latencies were at least the 50 ms delay. */
+    assert_true(matches("\"/api/time\":\\{[^}]*\"p50\":(5[0-9]|[6-9][0-9])\\.", r.body));
+    demo_done(&d);
+
+    /* Random delays: 10-500 ms, printed without trailing zeros. */
+    const char *rargs[] = {"--seed", "7", NULL};
+    demo_start(&d, rargs);
+    for (int i = 0; i < 3; i++) {
+        http_get(d.port, "/api/time?time=r", &r, 3000);
+        assert_int_equal(r.status, 200);
+        if (!matches("^b:r,s:0\\.[0-9]{0,2}[1-9] => " E_RE, r.body))
+            fail_msg("bad random /api/time body: '%s'", r.body);
+        double s = 0;
+        assert_int_equal(sscanf(r.body, "b:r,s:%lf", &s), 1);
+        assert_true(s >= 0.01 - 1e-9 && s <= 0.5 + 1e-9);
+    }
+    demo_done(&d);
+}
+
+/* 20 concurrent /api/noblock all end within 2x the delay of the first send. */
+static void test_noblock_concurrent(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "200", NULL};
+    demo_start(&d, args);
+    struct hres r[20];
+    int64_t t0 = http_start(d.port, "/api/noblock", r, 20);
+    http_finish(r, 20, 5000);
+    int64_t last = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(r[i].status, 200);
+        if (!matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.2 => " E_RE, r[i].body))
+            fail_msg("bad /api/noblock body: '%s'", r[i].body);
+        if (r[i].done_ms > last)
+            last = r[i].done_ms;
+    }
+    int64_t total = last - t0;
+    print_message("20 x /api/noblock (200 ms delay): %lld ms\n", (long long)total);
+    assert_true(total >= 200);
+    assert_true(total < 400);
+    demo_done(&d);
+}
+
+/* 10 concurrent /api/block are served one after another, and the stall
+ * watchdog names the handler on stderr. */
+static void test_block_serialized(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "200", "--stall-ms", "100", NULL};
+    demo_start(&d, args);
+    struct hres r[10];
+    int64_t t0 = http_start(d.port, "/api/block", r, 10);
+    http_finish(r, 10, 10000);
+    int64_t last = 0;
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(r[i].status, 200);
+        assert_true(matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.2 => " E_RE, r[i].body));
+        if (r[i].done_ms > last)
+            last = r[i].done_ms;
+    }
+    int64_t total = last - t0;
+    print_message("10 x /api/block (200 ms delay): %lld ms\n", (long long)total);
+    assert_true(total >= 9 * 200);
+    assert_true(total < 10000);
+    const char *err = demo_stderr(&d);
+    if (!matches("loop stalled: callback api_block_fetch \\(GET /api/block[^\n]*blocked the "
+                 "loop for (19[0-9]|2[0-9][0-9]) ms",
+                 err))
+        fail_msg("no stall report naming /api/block's handler on stderr:\n%s", err);
+    demo_done(&d);
+}
+
+/* /api/offload with 4 workers: 10 requests take about ceil(10/4) delays. */
+static void test_offload_pool(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "200", "--pool", "4", NULL};
+    demo_start(&d, args);
+    struct hres r[10];
+    int64_t t0 = http_start(d.port, "/api/offload", r, 10);
+    /* The loop stays free meanwhile. */
+    struct hres pt;
+    int64_t p0 = ts_now_ms();
+    http_get(d.port, "/plaintext", &pt, 3000);
+    assert_int_equal(pt.status, 200);
+    assert_true(ts_now_ms() - p0 < 150);
+    http_finish(r, 10, 5000);
+    int64_t last = 0;
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(r[i].status, 200);
+        assert_true(matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.2 => " E_RE, r[i].body));
+        if (r[i].done_ms > last)
+            last = r[i].done_ms;
+    }
+    int64_t total = last - t0;
+    print_message("10 x /api/offload (200 ms delay, pool 4): %lld ms\n", (long long)total);
+    assert_true(total >= 3 * 200);
+    assert_true(total < 4 * 200 + 100);
+    assert_false(strstr(demo_stderr(&d), "loop stalled"));
+    demo_done(&d);
+}
+
+/* --upstream self: /api/block waits for its own loop, so it can only time
+ * out (504); the server keeps serving afterwards. */
+static void test_self_block_504(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--upstream", "self", "--timeout", "1", "--delay-ms", "20", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    int64_t t0 = ts_now_ms();
+    http_get(d.port, "/api/block", &r, 5000);
+    int64_t took = ts_now_ms() - t0;
+    assert_int_equal(r.status, 504);
+    assert_true(matches("^upstream timeout: http://127\\.0\\.0\\.1:[0-9]+/api/time did not "
+                        "answer within 1000 ms\n$",
+                        r.body));
+    assert_true(took >= 1000 && took < 3000);
+    http_get(d.port, "/plaintext", &r, 3000);
+    assert_int_equal(r.status, 200);
+    /* The async client can call its own loop: no deadlock. */
+    http_get(d.port, "/api/noblock", &r, 3000);
+    assert_int_equal(r.status, 200);
+    assert_true(matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.02 => " E_RE, r.body));
+    http_get(d.port, "/api/offload", &r, 3000);
+    assert_int_equal(r.status, 200);
+    demo_done(&d);
+}
+
+/* A refused upstream: 502 with a one-line reason, on all three routes. */
+static void test_dead_upstream_502(void **state)
+{
+    (void)state;
+    uint16_t dead;
+    int lfd = ts_listen(0, &dead);
+    close(lfd); /* nothing listens there now: connections are refused */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", dead);
+    struct demo d;
+    const char *args[] = {"--upstream", url, "--timeout", "2", NULL};
+    demo_start(&d, args);
+    const char *paths[] = {"/api/noblock", "/api/block", "/api/offload"};
+    char re[160];
+    snprintf(re, sizeof re,
+             "^upstream error: http://127\\.0\\.0\\.1:%u/api/time: [^\n]+\n$", dead);
+    for (int i = 0; i < 3; i++) {
+        struct hres r;
+        http_get(d.port, paths[i], &r, 3000);
+        assert_int_equal(r.status, 502);
+        if (!matches(re, r.body))
+            fail_msg("%s: bad 502 body '%s'", paths[i], r.body);
+    }
+    demo_done(&d);
+}
+
+/* SIGTERM while 20 requests are in flight: all of them are answered, then
+ * the process exits 0. */
+static void test_sigterm_drain(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "300", NULL};
+    demo_start(&d, args);
+    struct hres r[20];
+    http_start(d.port, "/api/noblock", r, 20);
+    /* Wait (bounded) until the server has all 20 in its handlers. */
+    int64_t deadline = ts_now_ms() + 2000;
+    for (;;) {
+        struct hres s;
+        http_get(d.port, "/stats", &s, 1000);
+        assert_int_equal(s.status, 200);
+        if (strstr(s.body, "\"/api/noblock\":{\"requests\":20,"))
+            break;
+        if (ts_now_ms() > deadline)
+            fail_msg("the 20 requests did not reach the server: %s", s.body);
+        usleep(5000);
+    }
+    assert_int_equal(kill(d.pid, SIGTERM), 0);
+    http_finish(r, 20, 5000);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(r[i].status, 200);
+        assert_true(matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.3 => " E_RE, r[i].body));
+    }
+    /* Every answer is out: the process exits on its own, with 0. */
+    int64_t t = ts_now_ms() + 5000;
+    int status = 0;
+    pid_t w;
+    while ((w = waitpid(d.pid, &status, WNOHANG)) == 0 && ts_now_ms() < t)
+        usleep(2000);
+    assert_int_equal(w, d.pid);
+    d.pid = -1;
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(strstr(demo_stderr(&d), "draining"));
+    unlink(d.errpath);
+    g_demo = NULL;
+}
+
+/* SIGTERM with requests stuck on an upstream that never answers: after
+ * --drain-ms the server gives up on them, the async fetches are cancelled,
+ * the blocking calls on the pool are left behind, and the process exits 0
+ * well before --timeout. */
+static void test_sigterm_hung_upstream(void **state)
+{
+    (void)state;
+    uint16_t hung;
+    int lfd = ts_listen(0, &hung); /* connects complete in the backlog; no answer */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/api/time", hung);
+    struct demo d;
+    const char *args[] = {"--upstream", url, "--drain-ms", "300", "--timeout", "30", NULL};
+    demo_start(&d, args);
+    struct hres nb[2], off[2];
+    http_start(d.port, "/api/noblock", nb, 2);
+    http_start(d.port, "/api/offload", off, 2);
+    int64_t deadline = ts_now_ms() + 2000;
+    for (;;) {
+        struct hres s;
+        http_get(d.port, "/stats", &s, 1000);
+        assert_int_equal(s.status, 200);
+        if (strstr(s.body, "\"/api/noblock\":{\"requests\":2,") &&
+            strstr(s.body, "\"/api/offload\":{\"requests\":2,"))
+            break;
+        if (ts_now_ms() > deadline)
+            fail_msg("the 4 requests did not reach the server: %s", s.body);
+        usleep(5000);
+    }
+    usleep(100 * 1000); /* the pool threads are inside their blocking calls */
+    int64_t t0 = ts_now_ms();
+    assert_int_equal(demo_stop(&d, 3000), 0);
+    int64_t took = ts_now_ms() - t0;
+    assert_true(took >= 300 && took < 3000);
+    /* Abandoned by the drain: the connections close without an answer. */
+    http_finish(nb, 2, 1000);
+    http_finish(off, 2, 1000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(nb[i].status, -1);
+        assert_int_equal(off[i].status, -1);
+    }
+    const char *err = demo_stderr(&d);
+    if (!strstr(err, "loop 0: 2 worker-pool calls still blocked; not waiting for them"))
+        fail_msg("stderr lacks the abandoned-calls notice:\n%s", err);
+    unlink(d.errpath);
+    g_demo = NULL;
+    close(lfd);
+}
+
+/* A second signal while draining exits at once, with status 1. */
+static void test_second_signal(void **state)
+{
+    (void)state;
+    uint16_t hung;
+    int lfd = ts_listen(0, &hung);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", hung);
+    struct demo d;
+    const char *args[] = {"--upstream", url, "--drain-ms", "20000", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    http_start(d.port, "/api/noblock", &r, 1);
+    int64_t deadline = ts_now_ms() + 2000;
+    for (;;) {
+        struct hres s;
+        http_get(d.port, "/stats", &s, 1000);
+        if (strstr(s.body, "\"/api/noblock\":{\"requests\":1,"))
+            break;
+        if (ts_now_ms() > deadline)
+            fail_msg("the request did not reach the server");
+        usleep(5000);
+    }
+    assert_int_equal(kill(d.pid, SIGTERM), 0);
+    /* Draining (for up to 20 s): still running a moment later. */
+    usleep(200 * 1000);
+    assert_int_equal(waitpid(d.pid, NULL, WNOHANG), 0);
+    int64_t t0 = ts_now_ms();
+    assert_int_equal(demo_stop(&d, 2000), 1);
+    assert_true(ts_now_ms() - t0 < 1000);
+    assert_non_null(strstr(demo_stderr(&d), "exiting without draining"));
+    http_finish(&r, 1, 1000);
+    assert_int_equal(r.status, -1);
+    unlink(d.errpath);
+    g_demo = NULL;
+    close(lfd);
+}
+
+/* --threads 2: two loops on one port (SO_REUSEPORT) both answer. */
+static void test_threads(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--threads", "2", "--delay-ms", "100", NULL};
+    demo_start(&d, args);
+    struct hres r[8];
+    int64_t t0 = http_start(d.port, "/api/noblock", r, 8);
+    http_finish(r, 8, 3000);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(r[i].status, 200);
+    int64_t last = 0;
+    for (int i = 0; i < 8; i++)
+        last = r[i].done_ms > last ? r[i].done_ms : last;
+    assert_true(last - t0 < 300);
+    struct hres s;
+    http_get(d.port, "/stats", &s, 2000);
+    assert_int_equal(s.status, 200);
+    assert_true(matches("\"loops\":2,", s.body));
+    demo_done(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_help, teardown_child),
+        cmocka_unit_test_teardown(test_time_format_stats, teardown_child),
+        cmocka_unit_test_teardown(test_noblock_concurrent, teardown_child),
+        cmocka_unit_test_teardown(test_block_serialized, teardown_child),
+        cmocka_unit_test_teardown(test_offload_pool, teardown_child),
+        cmocka_unit_test_teardown(test_self_block_504, teardown_child),
+        cmocka_unit_test_teardown(test_dead_upstream_502, teardown_child),
+        cmocka_unit_test_teardown(test_sigterm_drain, teardown_child),
+        cmocka_unit_test_teardown(test_sigterm_hung_upstream, teardown_child),
+        cmocka_unit_test_teardown(test_second_signal, teardown_child),
+        cmocka_unit_test_teardown(test_threads, teardown_child),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
