@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set-up, a Release build, then the main program in the foreground
-# (Ctrl-C stops it).  For now the main program is the echo server on
-# port ${PORT:-2345}; when the demo server lands, this script runs it.
-#   PORT=8080 tools/run-demo.sh
+# Set-up, a Release build, then the demo server (eddy-demo) in the
+# foreground on port ${PORT:-2345}, its time service on 2346 (Ctrl-C stops
+# it gracefully).  Extra arguments go to eddy-demo (see --help).
+#   PORT=8080 tools/run-demo.sh --delay-ms 200
 #   EDDY_PRESET=default tools/run-demo.sh     (RelWithDebInfo instead)
 set -euo pipefail
 
@@ -15,10 +15,14 @@ tools/setup.sh
 cmake --preset "$preset"
 cmake --build --preset "$preset" -j "${EDDY_JOBS:-2}"
 
-bin=build/$preset/apps/echo/eddy-echo
+bin=build/$preset/apps/demo/eddy-demo
 if [ ! -x "$bin" ]; then
-    echo "run-demo: $bin was not built (apps/echo missing?)" >&2
+    echo "run-demo: $bin was not built" >&2
     exit 1
 fi
-echo "run-demo: $bin --port $port"
-exec "$bin" --port "$port"
+echo "run-demo: $bin --port $port $*"
+echo "run-demo: try, in another terminal:"
+echo "  build/$preset/tools/load/eddy-load -c 10 -n 10 http://127.0.0.1:$port/api/noblock"
+echo "  build/$preset/tools/load/eddy-load -c 10 -n 10 http://127.0.0.1:$port/api/block"
+echo "  build/$preset/tools/load/eddy-load -c 10 -n 10 http://127.0.0.1:$port/api/offload"
+exec "$bin" --port "$port" "$@"
