@@ -62,6 +62,9 @@ enum {
     PF_HAS_BUF = 1u << 4,     /* recv_multi fallback: op->bid is taken */
     PF_WORK_RUNNING = 1u << 5,
     PF_FINAL_CANCEL = 1u << 6, /* end with -ECANCELED once the kernel is done */
+    PF_ZC = 1u << 7,          /* send: zero-copy */
+    PF_ZC_DONE = 1u << 8,     /* send_zc: result in op->res, waiting for notifications */
+    PF_REARM = 1u << 9,       /* timer: a cancel for an update is on its way; re-arm on it */
 };
 
 struct oplist {
@@ -151,6 +154,7 @@ struct eddy_op *oplist_pop(struct oplist *l);
 int64_t mono_ns(void);
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);
 void op_arm(struct eddy_loop *loop, struct eddy_op *op);
+struct io_uring_sqe *get_sqe_flush(struct eddy_loop *loop);
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res);
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags);
 void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res);

@@ -405,6 +405,15 @@ int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb)
 static void drop_owed_cancel(struct eddy_loop *loop, struct eddy_op *op);
 
 /* Takes an SQE, flushing a full SQ once; NULL when the kernel takes none. */
+static struct io_uring_sqe *get_sqe(struct eddy_loop *loop, unsigned need);
+
+struct io_uring_sqe *get_sqe_flush(struct eddy_loop *loop)
+{
+    if (loop->sq_wait.head)
+        return NULL; /* ops waiting for room go first */
+    return get_sqe(loop, 1);
+}
+
 static struct io_uring_sqe *get_sqe(struct eddy_loop *loop, unsigned need)
 {
     if (io_uring_sq_space_left(&loop->ring) < need) {

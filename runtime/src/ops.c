@@ -99,10 +99,16 @@ bool op_prep(struct eddy_loop *loop, struct eddy_op *op)
         break;
     case K_SEND:
         sqe = op_sqe(loop, op, TAG_OP);
-        io_uring_prep_send(sqe, op->u.send.fd,
-                           (const char *)op->u.send.buf + op->u.send.done,
-                           op->u.send.len - op->u.send.done,
-                           (int)(op->u.send.msgflags | MSG_NOSIGNAL));
+        if (op->pflags & PF_ZC)
+            io_uring_prep_send_zc(sqe, op->u.send.fd,
+                                  (const char *)op->u.send.buf + op->u.send.done,
+                                  op->u.send.len - op->u.send.done,
+                                  (int)(op->u.send.msgflags | MSG_NOSIGNAL), 0);
+        else
+            io_uring_prep_send(sqe, op->u.send.fd,
+                               (const char *)op->u.send.buf + op->u.send.done,
+                               op->u.send.len - op->u.send.done,
+                               (int)(op->u.send.msgflags | MSG_NOSIGNAL));
         break;
     case K_SENDMSG:
         sqe = op_sqe(loop, op, TAG_OP);
@@ -293,22 +299,43 @@ static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
     op_finish(loop, op, cancel ? -ECANCELED : res);
 }
 
-static void complete_send(struct eddy_loop *loop, struct eddy_op *op, int res)
+/* The final result of a send; a zero-copy send waits until the kernel has
+ * let go of the buffer (every notification is in). */
+static void send_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
+    if (op->u.send.zc_notifs) {
+        op->res = res;
+        op->pflags |= PF_ZC_DONE;
+        return;
+    }
+    op_finish(loop, op, res);
+}
+
+static void complete_send(struct eddy_loop *loop, struct eddy_op *op, int res,
+                          unsigned cflags)
+{
+    if (cflags & IORING_CQE_F_NOTIF) {
+        /* SEND_ZC: the kernel no longer reads this part of the buffer. */
+        if (--op->u.send.zc_notifs == 0 && (op->pflags & PF_ZC_DONE))
+            op_finish(loop, op, op->res);
+        return;
+    }
+    if (cflags & IORING_CQE_F_MORE)
+        op->u.send.zc_notifs++; /* a notification will follow */
     if (res > 0) {
-        op->u.send.done += (size_t)res;
+        op->u.send.done += (uint32_t)res;
         if (op->u.send.done < op->u.send.len) {
             if (op->pflags & PF_CANCEL) {
-                op_finish(loop, op, -ECANCELED);
+                send_finish(loop, op, -ECANCELED);
                 return;
             }
             op_arm(loop, op); /* a short send: the rest goes out now */
             return;
         }
-        op_finish(loop, op, (int)op->u.send.done);
+        send_finish(loop, op, (int)op->u.send.done);
         return;
     }
-    op_finish(loop, op, res == 0 ? -EPIPE : res);
+    send_finish(loop, op, res == 0 ? -EPIPE : res);
 }
 
 /* Moves msg's iovecs past n sent bytes; returns true if bytes remain. */
@@ -354,6 +381,13 @@ static void complete_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int res
 
 static void complete_timer(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
+    if (op->pflags & PF_REARM) {
+        op->pflags &= ~PF_REARM;
+        if (res == -ECANCELED && !(op->pflags & PF_CANCEL)) {
+            op_arm(loop, op); /* eddy_timer_update() without TIMEOUT_UPDATE */
+            return;
+        }
+    }
     if (res != -ETIME && res != 0) {
         op_finish(loop, op, op->pflags & PF_CANCEL ? -ECANCELED : res);
         return;
@@ -386,7 +420,7 @@ void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned c
         complete_recv_multi(loop, op, res, cflags);
         break;
     case K_SEND:
-        complete_send(loop, op, res);
+        complete_send(loop, op, res, cflags);
         break;
     case K_SENDMSG:
         complete_sendmsg(loop, op, res);
@@ -464,19 +498,34 @@ int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
     return 0;
 }
 
-int eddy_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
-              const void *buf, size_t len, unsigned msgflags, eddy_cb cb)
+static int start_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                      const void *buf, size_t len, unsigned msgflags, bool zc, eddy_cb cb)
 {
     if (fd < 0 || !buf || len == 0 || len > INT32_MAX)
         return -EINVAL;
     BEGIN(K_SEND);
     op->u.send.fd = fd;
     op->u.send.buf = buf;
-    op->u.send.len = len;
+    op->u.send.len = (uint32_t)len;
     op->u.send.done = 0;
+    op->u.send.zc_notifs = 0;
     op->u.send.msgflags = msgflags;
+    if (zc && (loop->features & EDDY_FEAT_SEND_ZC))
+        op->pflags |= PF_ZC;
     op_arm(loop, op);
     return 0;
+}
+
+int eddy_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
+              const void *buf, size_t len, unsigned msgflags, eddy_cb cb)
+{
+    return start_send(loop, op, fd, buf, len, msgflags, false, cb);
+}
+
+int eddy_send_zc(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 const void *buf, size_t len, unsigned msgflags, eddy_cb cb)
+{
+    return start_send(loop, op, fd, buf, len, msgflags, true, cb);
 }
 
 int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
@@ -603,6 +652,41 @@ int eddy_timer_repeat(struct eddy_loop *loop, struct eddy_op *op,
         op->u.timer.interval_ns = (int64_t)interval_ms * 1000000;
     }
     return rc;
+}
+
+int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
+{
+    if (op->kind != K_TIMER || op->loop != loop ||
+        (op->state != ST_KERNEL && op->state != ST_QUEUED))
+        return -ENOENT;
+    if (op->pflags & PF_CANCEL)
+        return -EALREADY;
+    if (ms > (uint64_t)INT64_MAX / 2000000)
+        return -EINVAL;
+    int64_t next = eddy_update_time(loop) + (int64_t)ms * 1000000;
+    if (op->state == ST_QUEUED || (op->pflags & PF_REARM)) {
+        /* Not prepared yet, or re-armed when the cancel lands: either way
+         * the next prep reads this. */
+        op->u.timer.next_ns = next;
+        return 0;
+    }
+    struct io_uring_sqe *sqe = get_sqe_flush(loop);
+    if (!sqe)
+        return -EAGAIN;
+    op->u.timer.next_ns = next;
+    if (loop->features & EDDY_FEAT_TIMEOUT_UPDATE) {
+        /* The kernel copies the new time when it handles the update. */
+        set_ts(op, next);
+        io_uring_prep_timeout_update(sqe, (struct __kernel_timespec *)&op->ts,
+                                     EDDY_UD(op, TAG_OP), IORING_TIMEOUT_ABS);
+    } else {
+        /* Before 5.11: cancel it; complete_timer re-arms on the -ECANCELED. */
+        op->pflags |= PF_REARM;
+        io_uring_prep_cancel64(sqe, EDDY_UD(op, TAG_OP), 0);
+    }
+    io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_CANCEL));
+    loop->inflight++;
+    return 0;
 }
 
 int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb)

@@ -790,6 +790,66 @@ static void test_short_sends(void **state)
     ts_loop_free(loop);
 }
 
+/* Zero-copy send: every byte arrives in order, one final callback, and that
+ * callback comes only after the kernel let go of the buffer: nothing of the
+ * send is in flight any more when it runs. */
+static struct eddy_loop *zc_loop;
+static uint32_t zc_inflight_at_cb;
+static int zc_calls, zc_res;
+
+static void zc_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    struct eddy_loop_stats st;
+    eddy_loop_stats(zc_loop, &st);
+    zc_inflight_at_cb = st.inflight;
+    zc_calls++;
+    zc_res = res;
+}
+
+static void test_send_zc(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    zc_loop = loop;
+    zc_calls = 0;
+    int fds[2];
+    ts_tcp_pair(fds);
+    small_buffers(fds);
+    uint8_t *data = malloc(BIG);
+    assert_non_null(data);
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = pat(i);
+    static struct reader rd;
+    rd = (struct reader){.fd = fds[1], .want = BIG, .sleep_us = 20};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reader_main, &rd), 0);
+    struct eddy_loop_stats st0, st1;
+    eddy_loop_stats(loop, &st0);
+    struct eddy_op op = EDDY_OP_INIT;
+    assert_int_equal(eddy_send_zc(loop, &op, fds[0], data, BIG, 0, zc_cb), 0);
+    RUN_UNTIL(loop, zc_calls > 0, 8000);
+    eddy_loop_stats(loop, &st1);
+    pthread_join(th, NULL);
+    run_for(loop, 5);
+    assert_int_equal(zc_calls, 1);
+    assert_int_equal(zc_res, (int)BIG);
+    assert_int_equal(rd.got, BIG);
+    assert_int_equal(rd.bad, 0);
+    assert_int_equal(zc_inflight_at_cb, st0.inflight); /* only the loop's own reads */
+    if (eddy_loop_features(loop) & EDDY_FEAT_SEND_ZC)
+        /* each SEND_ZC SQE completes twice: the result, then the notification */
+        assert_true(st1.completions - st0.completions >= 2 * (st1.sqes - st0.sqes) - 2);
+    print_message("4 MiB zero-copy send: %llu SQEs, %llu CQEs (send_zc %s)\n",
+                  (unsigned long long)(st1.sqes - st0.sqes),
+                  (unsigned long long)(st1.completions - st0.completions),
+                  eddy_loop_features(loop) & EDDY_FEAT_SEND_ZC ? "on" : "off");
+    free(data);
+    close(fds[0]);
+    close(fds[1]);
+    ts_loop_free(loop);
+}
+
 static void test_sendmsg_iovecs(void **state)
 {
     (void)state;
@@ -1023,6 +1083,7 @@ int main(void)
         T(test_recv_peer_close_and_errors),
         T(test_send_reset_peer),
         T(test_short_sends),
+        T(test_send_zc),
         T(test_sendmsg_iovecs),
         T(test_recv_deadline),
         T(test_send_deadline),

@@ -354,10 +354,83 @@ static void test_cancel_races_expiry(void **state)
     ts_loop_free(loop);
 }
 
+/* eddy_timer_update: earlier and later, one-shot and repeating, then
+ * cancel; TIMEOUT_UPDATE on new kernels, cancel + re-arm in the 5.10 run. */
+static struct {
+    int calls, finals, last;
+    int64_t at[8];
+} upd;
+
+static void upd_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    if (upd.calls < 8)
+        upd.at[upd.calls] = now_ns();
+    upd.calls++;
+    upd.last = res;
+    if (!(op->flags & EDDY_OP_MORE))
+        upd.finals++;
+}
+
+static void test_timer_update(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_op op = EDDY_OP_INIT;
+
+    /* earlier: 5 s -> 50 ms */
+    memset(&upd, 0, sizeof upd);
+    int64_t t0 = now_ns();
+    assert_int_equal(eddy_timer(loop, &op, 5000, upd_cb), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_NOWAIT), 1); /* in the kernel now */
+    assert_int_equal(eddy_timer_update(loop, &op, 50), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(upd.calls, 1);
+    assert_int_equal(upd.last, 0);
+    assert_true(upd.at[0] - t0 >= 50000000);
+    assert_true(upd.at[0] - t0 < 2000000000);
+
+    /* later: 30 ms -> 250 ms, updated twice in a row (the last one wins) */
+    memset(&upd, 0, sizeof upd);
+    t0 = now_ns();
+    assert_int_equal(eddy_timer(loop, &op, 30, upd_cb), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_NOWAIT), 1);
+    assert_int_equal(eddy_timer_update(loop, &op, 100), 0);
+    assert_int_equal(eddy_timer_update(loop, &op, 250), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(upd.calls, 1);
+    assert_int_equal(upd.last, 0);
+    assert_true(upd.at[0] - t0 >= 250000000);
+
+    /* repeating: 2 s interval, first tick moved to 20 ms, then every 2 s:
+     * cancel after the first tick */
+    memset(&upd, 0, sizeof upd);
+    t0 = now_ns();
+    assert_int_equal(eddy_timer_repeat(loop, &op, 2000, upd_cb), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_NOWAIT), 1);
+    assert_int_equal(eddy_timer_update(loop, &op, 20), 0);
+    int64_t end = ts_now_ms() + 3000;
+    while (upd.calls < 1 && ts_now_ms() < end)
+        eddy_loop_run(loop, EDDY_RUN_ONCE);
+    assert_int_equal(upd.calls, 1);
+    assert_true(upd.at[0] - t0 < 1000000000);
+    assert_int_equal(eddy_cancel(loop, &op), 0);
+    assert_int_equal(eddy_timer_update(loop, &op, 10), -EALREADY);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(upd.calls, 2);
+    assert_int_equal(upd.finals, 1);
+    assert_int_equal(upd.last, -ECANCELED);
+
+    /* not a timer, or not active */
+    assert_int_equal(eddy_timer_update(loop, &op, 10), -ENOENT);
+    ts_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_not_early),
+        cmocka_unit_test(test_timer_update),
         cmocka_unit_test(test_timer_at_absolute),
         cmocka_unit_test(test_repeat_then_cancel),
         cmocka_unit_test(test_repeat_cancel_outside),

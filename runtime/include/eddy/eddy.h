@@ -177,7 +177,7 @@ struct eddy_op {
     int64_t deadline_ns;       /* absolute CLOCK_MONOTONIC, 0 = none */
     struct { int64_t tv_sec; long long tv_nsec; } ts; /* kernel timespec */
     union {
-        struct { int fd; unsigned msgflags; const void *buf; size_t len, done; } send;
+        struct { int fd; unsigned msgflags; const void *buf; uint32_t len, done, zc_notifs; } send;
         struct { int fd; unsigned msgflags; struct msghdr *msg; size_t done; } sendmsg;
         struct { int fd; unsigned msgflags; void *buf; size_t len; } recv;
         struct { int fd; struct eddy_bufpool *pool; } recvm;
@@ -335,6 +335,17 @@ int eddy_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
               const void *buf, size_t len, unsigned msgflags, eddy_cb cb);
 
 /*
+ * eddy_send() without the copy into the kernel: IORING_OP_SEND_ZC (6.0)
+ * pins buf and the NIC reads it directly; worth it for large buffers (tens
+ * of KiB and up) on real NICs, not on loopback.  The kernel tells when it no
+ * longer needs buf: the final callback comes only after that, so the usual
+ * rule holds (buf is the loop's until the final callback).  Without the
+ * feature (or with send_zc switched off) it is a plain eddy_send().
+ */
+int eddy_send_zc(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                 const void *buf, size_t len, unsigned msgflags, eddy_cb cb);
+
+/*
  * sendmsg until every byte of msg's iovecs is sent (res = total) or an
  * error.  On a short send the loop advances msg->msg_iov / msg_iovlen and
  * the iovecs in place: they are the loop's until the callback.
@@ -372,6 +383,16 @@ int eddy_timer_ns(struct eddy_loop *loop, struct eddy_op *op, uint64_t ns, eddy_
 int eddy_timer_at(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns, eddy_cb cb);
 int eddy_timer_repeat(struct eddy_loop *loop, struct eddy_op *op,
                       uint64_t interval_ms, eddy_cb cb);
+
+/*
+ * Moves an active timer's next expiry to ms from now (a repeating timer
+ * keeps its interval after that).  IORING_TIMEOUT_UPDATE (5.11), else a
+ * cancel and a new timeout, invisible to the caller: no callback for the
+ * old expiry.  If the timer has already fired (its callback is on its way)
+ * the update is lost with it.  Returns 0, -ENOENT if op is not an active
+ * timer, -EALREADY if it is being cancelled, -EAGAIN if no SQE is free.
+ */
+int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms);
 
 /*
  * Cancels op.  Returns 0 if a cancellation was started, -ENOENT if op is not
