@@ -127,6 +127,7 @@ static struct {
     uint64_t seed;
     unsigned stall_ms, pool, upstream_conns, drain_ms;
     unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms, max_conns;
+    int eof_finish; /* --half-close: 1 finish, 0 abort */
     struct loopctx *loops;
     struct loopctx *time_lc;
     atomic_uint main_left;
@@ -138,6 +139,7 @@ static struct {
     .threads = 1,
     .timeout_ms = 60000,
     .delay_ms = -1,
+    .eof_finish = 1,
     .stall_ms = 100,
     .pool = 4,
     .upstream_conns = 1024,
@@ -661,6 +663,7 @@ static int lc_setup(struct loopctx *lc)
     o.body_timeout_ms = cfg.body_timeout_ms;
     o.idle_timeout_ms = cfg.idle_timeout_ms;
     o.send_timeout_ms = cfg.send_timeout_ms;
+    o.eof_finish = cfg.eof_finish;
     const char *what = "server";
     rc = eddy_http_server_init(&lc->srv, lc->loop, &o);
     if (rc < 0)
@@ -804,6 +807,14 @@ static void usage(FILE *f)
         "  --send-timeout-ms MS   a client that does not read an answer for MS is closed\n"
         "                         (default 30000)\n"
         "  --max-conns N          connections per loop; beyond, 503 and close (default 10000)\n"
+        "  --half-close finish|abort\n"
+        "                         a client's EOF before its answers: finish (default)\n"
+        "                         answers every request received, then closes, so\n"
+        "                         `printf ... | nc -N` style clients that shutdown(SHUT_WR)\n"
+        "                         get /api/noblock's answer; a client gone for good is\n"
+        "                         noticed at the next failed send or after 30 s.  abort\n"
+        "                         cancels the requests not answered yet at once (the\n"
+        "                         handler's upstream fetch stops), as Tornado does\n"
         "  --help                 this text\n"
         "\n"
         "Prints one line once ready: \"eddy-demo: port P time-port Q: serving URLs...\".\n"
@@ -825,7 +836,7 @@ static bool parse_ul(const char *s, unsigned long max, unsigned long *out)
 enum {
     O_HOST = 256, O_PORT, O_TIME_PORT, O_THREADS, O_UPSTREAM, O_TIMEOUT, O_DELAY, O_SEED,
     O_STALL, O_POOL, O_UPCONNS, O_DRAIN, O_HDR_TO, O_BODY_TO, O_IDLE_TO, O_SEND_TO,
-    O_MAXCONNS, O_HELP,
+    O_MAXCONNS, O_HALFCLOSE, O_HELP,
 };
 
 /* The host clients should dial to reach a server bound to cfg.host. */
@@ -929,6 +940,7 @@ int main(int argc, char **argv)
         {"idle-timeout-ms", required_argument, NULL, O_IDLE_TO},
         {"send-timeout-ms", required_argument, NULL, O_SEND_TO},
         {"max-conns", required_argument, NULL, O_MAXCONNS},
+        {"half-close", required_argument, NULL, O_HALFCLOSE},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1020,6 +1032,14 @@ int main(int argc, char **argv)
             if (!parse_ul(optarg, 1000000, &v) || v == 0)
                 goto bad;
             cfg.max_conns = (unsigned)v;
+            break;
+        case O_HALFCLOSE:
+            if (!strcmp(optarg, "finish"))
+                cfg.eof_finish = 1;
+            else if (!strcmp(optarg, "abort"))
+                cfg.eof_finish = 0;
+            else
+                goto bad;
             break;
         case O_HELP:
         case 'h':

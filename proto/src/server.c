@@ -65,7 +65,7 @@
 #define PEND_STOP (64u * 1024) /* stashed bytes beyond which reading stops */
 #define SEND_MAX (256u * 1024) /* bytes per sendmsg: each completion is progress for the send timeout */
 
-enum tlist { TL_NONE, TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_LINGER, TL_COUNT };
+enum tlist { TL_NONE, TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_LINGER, TL_EOF, TL_COUNT };
 
 enum {
     C_CLOSING = 1u << 0, /* closing: ops cancelled, fd closes when they end */
@@ -74,6 +74,7 @@ enum {
     C_CLOSED = 1u << 3,  /* eddy_close started */
     C_INCLOSE = 1u << 4, /* inside conn_close (no free yet) */
     C_READSTOP = 1u << 5, /* recv stopped for back-pressure (or never re-armed) */
+    C_EOF = 1u << 6,     /* the client's EOF: answers still to send, nothing more to read */
 };
 
 struct conn {
@@ -149,7 +150,11 @@ struct sess {
     uint8_t in_msg, in_body, paused, stop;
     uint8_t batching;    /* parsing or dispatching: flush once at the end */
     int err;             /* status for an error found in a callback */
-    const char *bufstart;
+    const char *bufstart, *bufend;
+    uint8_t mwait;       /* an invalid method: reading on to tell 501 from 400 */
+    uint8_t mlen;        /* method bytes seen (in earlier buffers, or while mwait) */
+    uint8_t mstate;      /* while mwait: 0 method, 1 target, 2 version, 3-4 line end */
+    uint16_t mcnt;       /* while mwait: target or version bytes seen */
     char prev_last;      /* the last byte of the previous chunk (obs-fold check) */
     uint8_t fold_scan;   /* between a header's colon and its first value byte */
     uint8_t fold_nl;     /* ... and a line end was seen there (obs-fold) */
@@ -328,6 +333,8 @@ static unsigned conn_state(const struct conn *c)
         return TL_LINGER;
     if (s && eddy_op_active(&s->sop))
         return TL_SEND;
+    if (c->flags & C_EOF)
+        return TL_EOF; /* waiting for handlers after the EOF: bounded */
     if (s && s->in_msg && !s->paused && !s->stop)
         return s->in_body ? TL_BODY : TL_HEAD;
     if (s && s->nreq)
@@ -852,6 +859,7 @@ static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
     s->in_msg = s->in_body = s->paused = s->stop = 0;
     s->batching = 0;
     s->err = 0;
+    s->mwait = s->mlen = 0;
     s->prev_last = 0;
     s->fold_scan = s->fold_nl = 0;
     s->colon = NULL;
@@ -1109,9 +1117,20 @@ static int on_message_begin(llhttp_t *p)
     s->in_msg = 1;
     s->in_body = 0;
     c->flags |= C_SERVED;
+    s->mlen = 0;
     s->cur = req_get(c->srv, c);
     if (!s->cur)
         return fail(s, 503);
+    return 0;
+}
+
+/* Counts the method bytes of earlier buffers: when llhttp rejects a
+ * method, the bytes before the error position may be gone already. */
+static int on_method(llhttp_t *p, const char *at, size_t n)
+{
+    struct sess *s = P(p);
+    if (at + n == s->bufend)
+        s->mlen = (uint8_t)(s->mlen + n > 255 ? 255 : s->mlen + n);
     return 0;
 }
 
@@ -1423,6 +1442,88 @@ static int map_error(struct sess *s, llhttp_errno_t e)
     }
 }
 
+#define METHOD_MAX 32u /* longer "methods" are garbage: 400 */
+
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/*
+ * llhttp says HPE_INVALID_METHOD both for a well-formed method it does not
+ * know and for garbage.  RFC 9110 9.1: an unrecognized method SHOULD get
+ * 501; a line that is not "token SP request-target SP HTTP/d.d CRLF"
+ * (RFC 9112 3) is a bad request (400; "hello world" is not an unknown
+ * method).  Goes on from where the last call stopped (s->mlen method bytes
+ * seen): the status, or 0 when the line is not complete yet.
+ */
+static int method_verdict(struct sess *s, const char *p, size_t n)
+{
+    static const char ver[] = "HTTP/d.d";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        switch (s->mstate) {
+        case 0: /* method */
+            if (ch == ' ') {
+                if (!s->mlen)
+                    return 400;
+                s->mstate = 1;
+                s->mcnt = 0;
+            } else if (!is_tchar(ch) || ++s->mlen > METHOD_MAX) {
+                return 400;
+            }
+            break;
+        case 1: /* request-target */
+            if (ch == ' ' && s->mcnt) {
+                s->mstate = 2;
+                s->mcnt = 0;
+            } else if (ch <= 0x20 || ch >= 0x7f) {
+                return 400;
+            } else if (s->mcnt >= s->c->srv->o.max_uri) {
+                return 414;
+            } else {
+                s->mcnt++;
+            }
+            break;
+        case 2: /* HTTP-version */
+            if (ver[s->mcnt] == 'd' ? !(ch >= '0' && ch <= '9') : ch != ver[s->mcnt])
+                return 400;
+            if (++s->mcnt == sizeof ver - 1)
+                s->mstate = 3;
+            break;
+        default: /* the line end: CRLF, or a bare LF as llhttp accepts it */
+            if (ch == '\n')
+                return 501;
+            if (ch != '\r' || s->mstate == 4)
+                return 400;
+            s->mstate = 4;
+            break;
+        }
+    }
+    return 0;
+}
+
+/* An invalid method at pos: count the token bytes before it, then judge. */
+static int method_judge(struct sess *s, const char *pos, const char *data, size_t len)
+{
+    /* llhttp consumed only bytes of known method prefixes ([A-Z-]) before
+     * pos; those of this buffer are counted here, earlier ones by on_method
+     * (a scan back may take a preceding body's last bytes for the method:
+     * only the 501/400 choice of a bad request can change). */
+    const char *b = pos;
+    while (b > data && ((b[-1] >= 'A' && b[-1] <= 'Z') || b[-1] == '-'))
+        b--;
+    if (b > data)
+        s->mlen = 0;
+    s->mstate = 0;
+    size_t k = (size_t)(pos - b);
+    s->mlen = (uint8_t)(s->mlen + k > 255 ? 255 : s->mlen + k);
+    if (s->mlen > METHOD_MAX)
+        return 400;
+    return method_verdict(s, pos, (size_t)(data + len - pos));
+}
+
 /* Runs every parsed request's handler (in order), then sends what is ready. */
 static void dispatch_new(struct sess *s)
 {
@@ -1442,6 +1543,7 @@ static size_t parse(struct conn *c, const char *data, size_t len)
 {
     struct sess *s = c->s;
     s->bufstart = data;
+    s->bufend = data + len;
     s->colon = NULL;
     llhttp_errno_t e = llhttp_execute(&s->p, data, len);
     size_t used = len;
@@ -1454,6 +1556,13 @@ static size_t parse(struct conn *c, const char *data, size_t len)
         if (s->tail)
             s->tail->flags |= R_CLOSE;
         s->stop = 1;
+    } else if (e == HPE_INVALID_METHOD && !s->err) {
+        int st = method_judge(s, llhttp_get_error_pos(&s->p), data, len);
+        if (st)
+            conn_error(c, st);
+        else
+            s->mwait = 1; /* the header timeout still runs (in_msg) */
+        return len;
     } else if (e != HPE_OK) {
         conn_error(c, map_error(s, e));
         return len;
@@ -1493,6 +1602,12 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
     struct sess *s = c->s;
     if (s->stop || (c->flags & C_LINGER))
         return; /* after an error or a closing request: discard */
+    if (s->mwait) {
+        int st = method_verdict(s, data, len);
+        if (st)
+            conn_error(c, st);
+        return;
+    }
     if (s->paused) {
         if (!stash(s, data, len)) {
             conn_close(c);
@@ -1511,6 +1626,7 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
 }
 
 static void recv_cb(struct eddy_op *op, int res);
+static bool eof_settle(struct conn *c);
 
 /* Answers drained under the cap: parse what waited, read again. */
 static void conn_resume(struct conn *c)
@@ -1533,6 +1649,11 @@ static void conn_resume(struct conn *c)
         if (c->flags & C_CLOSING)
             return;
     }
+    if (c->flags & C_EOF) {
+        if (!s->paused && !eof_settle(c))
+            conn_close(c);
+        return;
+    }
     if (!s->paused && (c->flags & C_READSTOP) && !eddy_op_active(&c->rop)) {
         c->flags &= (uint8_t)~C_READSTOP;
         if (eddy_recv_multi(c->srv->loop, &c->rop, c->fd, c->srv->pool, recv_cb) < 0)
@@ -1541,16 +1662,47 @@ static void conn_resume(struct conn *c)
 }
 
 /*
+ * eof_finish: the EOF point is reached (any stash of a paused connection
+ * parsed): a request cut short is dropped, and the last request received
+ * closes the connection once answered.  False: nothing to answer, close.
+ */
+static bool eof_settle(struct conn *c)
+{
+    struct sess *s = c->s;
+    if (s->cur) {
+        req_put(s->cur);
+        s->cur = NULL;
+    }
+    s->in_msg = s->in_body = 0;
+    s->stop = 1;
+    s->pend_len = 0;
+    if (!s->tail)
+        return false;
+    s->tail->flags |= R_CLOSE;
+    conn_retime(c, false);
+    return true;
+}
+
+/*
  * EOF: a half-close (shutdown(SHUT_WR) after the request) cannot be told
- * from a close until a send fails, so the answers already made (the
- * answered head of the queue) are still sent, then the connection closes;
- * requests not answered yet are aborted as before.  False: close now.
+ * from a close until a send fails.  By default the answers already made
+ * (the answered head of the queue) are still sent, then the connection
+ * closes; requests not answered yet are aborted.  With eof_finish every
+ * request received waits for its answer (at most eof_timeout_ms per wait).
+ * False: close now.
  */
 static bool eof_keep_answers(struct conn *c)
 {
     struct sess *s = c->s;
     if (!s || (c->flags & (C_CLOSING | C_LINGER)))
         return false;
+    c->flags = (uint8_t)((c->flags | C_EOF) & ~C_READSTOP);
+    if (c->srv->o.eof_finish) {
+        if (!s->paused)
+            return eof_settle(c);
+        conn_retime(c, false); /* conn_resume parses the stash, then settles */
+        return true;
+    }
     struct eddy_http_req *last = NULL;
     for (struct eddy_http_req *r = s->head; r && (r->flags & R_ANSWERED); r = r->next)
         last = r;
@@ -1720,7 +1872,7 @@ static void expire(struct conn *c)
         conn_close(c);
         return;
     default:
-        conn_close(c); /* idle, slow reader, linger: quietly */
+        conn_close(c); /* idle, slow reader, linger, handlers after the EOF: quietly */
         return;
     }
 }
@@ -1776,6 +1928,7 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
     DEF(idle_timeout_ms, 60000);
     DEF(send_timeout_ms, 30000);
     DEF(linger_ms, 2000);
+    DEF(eof_timeout_ms, 30000);
     DEF(sweep_ms, 100);
     DEF(rbuf_count, 1024);
     DEF(rbuf_size, 4096);
@@ -1793,12 +1946,14 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
     srv->tl[TL_IDLE].timeout_ns = (int64_t)o->idle_timeout_ms * 1000000;
     srv->tl[TL_SEND].timeout_ns = (int64_t)o->send_timeout_ms * 1000000;
     srv->tl[TL_LINGER].timeout_ns = (int64_t)o->linger_ms * 1000000;
+    srv->tl[TL_EOF].timeout_ns = (int64_t)o->eof_timeout_ms * 1000000;
     const char *name = o->server_name ? o->server_name : "eddy";
     if (*name && strlen(name) < 60 && !strpbrk(name, "\r\n"))
         srv->server_hdr_len = (size_t)snprintf(srv->server_hdr, sizeof srv->server_hdr,
                                                "Server: %s\r\n", name);
     llhttp_settings_init(&srv->settings);
     srv->settings.on_message_begin = on_message_begin;
+    srv->settings.on_method = on_method;
     srv->settings.on_url = on_url;
     srv->settings.on_version = on_version;
     srv->settings.on_url_complete = on_url_complete;

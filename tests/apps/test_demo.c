@@ -282,7 +282,7 @@ static void test_help(void **state)
     const char *flags[] = {"--port", "--time-port", "--threads", "--upstream", "--timeout",
                            "--delay-ms", "--seed", "--stall-ms", "--pool",
                            "--header-timeout-ms", "--body-timeout-ms", "--idle-timeout-ms",
-                           "--send-timeout-ms", "--max-conns"};
+                           "--send-timeout-ms", "--max-conns", "--half-close"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strstr(text, flags[i]))
             fail_msg("--help does not document %s", flags[i]);
@@ -655,6 +655,71 @@ static void test_second_signal(void **state)
     close(lfd);
 }
 
+/* GET /api/noblock, then shutdown(SHUT_WR) (printf ... | nc -N): the
+ * answers to every client of the demo's --half-close choices. */
+static void half_closed_noblock(uint16_t port, struct hres *r)
+{
+    memset(r, 0, sizeof *r);
+    r->fd = ts_connect(port);
+    assert_true(r->fd >= 0);
+    static const char req[] = "GET /api/noblock HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(send(r->fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    assert_int_equal(shutdown(r->fd, SHUT_WR), 0);
+    fcntl(r->fd, F_SETFL, fcntl(r->fd, F_GETFL) | O_NONBLOCK);
+    http_finish(r, 1, 3000);
+}
+
+/* The default (--half-close finish) answers a half-closed client after the
+ * upstream's 100 ms; --half-close abort closes without an answer. */
+static void test_half_close(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "100", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    int64_t t0 = ts_now_ms();
+    half_closed_noblock(d.port, &r);
+    assert_int_equal(r.status, 200);
+    if (!matches("^b:[0-9]{10}\\.[0-9]{6},s:0\\.1 => " E_RE, r.body))
+        fail_msg("bad /api/noblock body: '%s'", r.body);
+    assert_true(r.done_ms - t0 >= 100);
+    assert_non_null(strstr(r.raw, "Connection: close\r\n"));
+    demo_done(&d);
+
+    const char *args_abort[] = {"--delay-ms", "100", "--half-close", "abort", NULL};
+    demo_start(&d, args_abort);
+    half_closed_noblock(d.port, &r);
+    assert_int_equal(r.len, 0); /* closed, no answer */
+    assert_int_equal(r.status, -1);
+    /* the server still answers normally */
+    http_get(d.port, "/api/noblock", &r, 3000);
+    assert_int_equal(r.status, 200);
+    demo_done(&d);
+
+    /* a bad value is a usage error */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 2);
+        execl(EDDY_DEMO_PATH, "eddy-demo", "--half-close", "maybe", (char *)NULL);
+        _exit(127);
+    }
+    int status;
+    int64_t t = ts_now_ms() + 5000;
+    pid_t w;
+    while ((w = waitpid(pid, &status, WNOHANG)) == 0 && ts_now_ms() < t)
+        usleep(2000);
+    if (w != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("eddy-demo --half-close maybe did not exit");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+}
+
 /* --threads 2: two loops on one port (SO_REUSEPORT) both answer. */
 static void test_threads(void **state)
 {
@@ -692,6 +757,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sigterm_hung_upstream, teardown_child),
         cmocka_unit_test_teardown(test_second_signal, teardown_child),
         cmocka_unit_test_teardown(test_threads, teardown_child),
+        cmocka_unit_test_teardown(test_half_close, teardown_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

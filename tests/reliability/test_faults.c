@@ -1,7 +1,10 @@
 /*
  * Faults against a live server on loopback: peers that reset in the middle
  * of a request and of a large answer, half-closed clients (shutdown
- * SHUT_WR after the request) that still get their answers, a connection
+ * SHUT_WR after the request) that still get their answers (with
+ * eof_finish also those of asynchronous handlers; without it they are
+ * aborted), clients that close for good while eof_finish waits for their
+ * answers (the abort comes at the failed send or at eof_timeout_ms), a connection
  * served through eddy_http_server_adopt (a socketpair end), and allocation
  * failure injected through the loop's allocator hook (every Nth call
  * fails): each request then gets its answer, a 503, or a close -- never a
@@ -157,10 +160,11 @@ static void test_reset_mid_response(void **state)
 
 /* ---- half-close ---------------------------------------------------------- */
 
-/* Sends req, half-closes, and reads everything until the server's EOF. */
-static int half_closed(const char *req, size_t len, struct resp *r, int want)
+/* Sends req to port, half-closes, and reads everything until the
+ * server's EOF. */
+static int half_closed_at(int port, const char *req, size_t len, struct resp *r, int want)
 {
-    int fd = cli_connect(atomic_load(&H.port));
+    int fd = cli_connect(port);
     cli_send(fd, req, len);
     assert_int_equal(shutdown(fd, SHUT_WR), 0);
     int eof = 0;
@@ -168,6 +172,11 @@ static int half_closed(const char *req, size_t len, struct resp *r, int want)
     assert_int_equal(eof, 1); /* a clean close, not a reset */
     close(fd);
     return n;
+}
+
+static int half_closed(const char *req, size_t len, struct resp *r, int want)
+{
+    return half_closed_at(atomic_load(&H.port), req, len, r, want);
 }
 
 static void test_half_close(void **state)
@@ -226,6 +235,149 @@ static void test_half_close_async(void **state)
         usleep(1000);
     assert_int_equal(atomic_load(&H.aborts), a0 + 1);
     server_still_serves();
+}
+
+/* ---- half-close with eof_finish ---------------------------------------- */
+
+/* A second server, eof_finish = 1, for the tests below. */
+static struct hsrv F;
+#define F_EOF_TIMEOUT_MS 1000
+
+static int setup_finish(void **state)
+{
+    (void)state;
+    memset(&F, 0, sizeof F);
+    F.o.host = "127.0.0.1";
+    F.o.eof_finish = 1;
+    F.o.eof_timeout_ms = F_EOF_TIMEOUT_MS;
+    F.o.max_pipeline = 2; /* a pipeline of 3+ stashes and resumes after the EOF */
+    hsrv_start(&F);
+    char body[64];
+    assert_int_equal(simple_get(atomic_load(&F.port), "/plaintext", body, sizeof body), 200);
+    return 0;
+}
+
+static int teardown_finish(void **state)
+{
+    (void)state;
+    hsrv_stop(&F);
+    return 0;
+}
+
+/* F's own connection count (this request's connection included). */
+static unsigned f_conns(void)
+{
+    char body[256];
+    assert_int_equal(simple_get(atomic_load(&F.port), "/stats", body, sizeof body), 200);
+    const char *p = strstr(body, "conns=");
+    assert_non_null(p);
+    return (unsigned)atoi(p + 6);
+}
+
+static int wait_aborts(struct hsrv *h, int want, int ms)
+{
+    int64_t end = ts_now_ms() + ms;
+    while (atomic_load(&h->aborts) < want && ts_now_ms() < end)
+        usleep(1000);
+    return atomic_load(&h->aborts);
+}
+
+static void test_half_close_finish(void **state)
+{
+    (void)state;
+    int port = atomic_load(&F.port);
+    static struct resp r[5];
+    /* an asynchronous answer 100 ms after the EOF still arrives */
+    int64_t t0 = ts_now_ms();
+    assert_int_equal(half_closed_at(port, S("GET /async?ms=100&id=7 HTTP/1.1\r\nHost: t\r\n\r\n"),
+                                    r, 1), 1);
+    assert_true(ts_now_ms() - t0 >= 95);
+    assert_int_equal(r[0].status, 200);
+    assert_int_equal(r[0].close, 1); /* the last answer says the connection ends */
+    assert_int_equal(r[0].blen, 7);
+    assert_memory_equal(r[0].body, "async 7", 7);
+    /* a pipeline of three answered out of order by the handlers: sent in
+     * order (max_pipeline 2: the third waits in the stash past the EOF) */
+    assert_int_equal(half_closed_at(port, S("GET /async?ms=150&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                                            "GET /async?ms=20&id=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                                            "GET /async?ms=60&id=3 HTTP/1.1\r\nHost: t\r\n\r\n"),
+                                    r, 3), 3);
+    for (int i = 0; i < 3; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "async %d", i + 1);
+        assert_int_equal(r[i].status, 200);
+        assert_int_equal(r[i].blen, 7);
+        assert_memory_equal(r[i].body, want, 7);
+        assert_int_equal(r[i].close, i == 2);
+    }
+    /* synchronous and asynchronous mixed, and a streamed answer */
+    assert_int_equal(half_closed_at(port, S("GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+                                            "GET /stream?n=2&async=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                                            "GET /async?ms=30&id=9 HTTP/1.1\r\nHost: t\r\n\r\n"),
+                                    r, 3), 3);
+    assert_int_equal(r[0].status, 200);
+    assert_memory_equal(r[0].body, "Hello, World!", 13);
+    assert_int_equal(r[1].status, 200);
+    assert_memory_equal(r[1].body, "chunk 0\nchunk 1\n", 16);
+    assert_memory_equal(r[2].body, "async 9", 7);
+    /* a request cut short by the EOF is dropped, the one before answered */
+    assert_int_equal(half_closed_at(port, S("GET /async?ms=50&id=4 HTTP/1.1\r\nHost: t\r\n\r\n"
+                                            "GET /pl"),
+                                    r, 1), 1);
+    assert_memory_equal(r[0].body, "async 4", 7);
+    /* nothing complete: closed without an answer */
+    assert_int_equal(half_closed_at(port, S("GET /plaintext HTTP/1.1\r\n"), r, 0), 0);
+    assert_int_equal(atomic_load(&F.aborts), 0);
+    assert_int_equal(atomic_load(&F.async_answered), 7); /* 6 answers and 1 stream */
+    assert_int_equal(f_conns(), 1);
+}
+
+static void test_full_close_finish(void **state)
+{
+    (void)state;
+    int port = atomic_load(&F.port);
+    /* closed for good before the answer: the answer is made and dropped
+     * (the first send to a closed peer succeeds), no abort, nothing left */
+    int fd = cli_connect(port);
+    cli_send(fd, S("GET /async?ms=100&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    close(fd);
+    int64_t end = ts_now_ms() + 3000;
+    while (atomic_load(&F.async_answered) < 1 && ts_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&F.async_answered), 1);
+    assert_int_equal(f_conns(), 1);
+    /* the next send fails (the peer answered the first with a reset): the
+     * request still waiting hears the abort then, long before its 5 s */
+    fd = cli_connect(port);
+    int64_t t0 = ts_now_ms();
+    cli_send(fd, S("GET /async?ms=50&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                   "GET /async?ms=150&id=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                   "GET /async?ms=5000&id=3 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(20000); /* the server has read all three */
+    close(fd);
+    assert_int_equal(wait_aborts(&F, 1, 3000), 1);
+    int64_t took = ts_now_ms() - t0;
+    print_message("full close: the abort came after %lld ms (send failure)\n", (long long)took);
+    assert_true(took >= 140 && took < F_EOF_TIMEOUT_MS);
+    /* no send is left to fail: the wait ends at eof_timeout_ms */
+    fd = cli_connect(port);
+    t0 = ts_now_ms();
+    cli_send(fd, S("GET /async?ms=30&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                   "GET /async?ms=5000&id=2 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(20000);
+    close(fd);
+    assert_int_equal(wait_aborts(&F, 2, 4000), 2);
+    took = ts_now_ms() - t0;
+    print_message("full close: the abort came after %lld ms (eof_timeout_ms %d)\n", (long long)took,
+                  F_EOF_TIMEOUT_MS);
+    assert_true(took >= F_EOF_TIMEOUT_MS && took < F_EOF_TIMEOUT_MS + 1500);
+    /* every handler answered (the aborted ones too): nothing held */
+    end = ts_now_ms() + 3000;
+    while (atomic_load(&F.async_answered) < 6 && ts_now_ms() < end)
+        usleep(1000);
+    assert_int_equal(atomic_load(&F.async_answered), 6);
+    assert_int_equal(atomic_load(&F.aborts), 2);
+    assert_int_equal(f_conns(), 1);
 }
 
 /* ---- adopt --------------------------------------------------------------- */
@@ -557,6 +709,8 @@ int main(void)
         cmocka_unit_test(test_reset_mid_response),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_half_close_async),
+        cmocka_unit_test_setup_teardown(test_half_close_finish, setup_finish, teardown_finish),
+        cmocka_unit_test_setup_teardown(test_full_close_finish, setup_finish, teardown_finish),
         cmocka_unit_test(test_adopt_socketpair),
         cmocka_unit_test(test_adopt_bad_fd),
         cmocka_unit_test(test_alloc_failure),

@@ -29,14 +29,24 @@
  * closes; requests not answered yet at that moment are aborted and bytes
  * after the EOF point are not parsed.  So a client that sends its request
  * and shutdown(SHUT_WR) gets its answer whenever the handler answers at
- * once.  While reading of a connection is stopped (pipeline cap reached
+ * once.  With opts.eof_finish, the EOF aborts nothing: every request
+ * received (a request cut short by the EOF is dropped) stays alive until
+ * its handler answers, the answers go out in order, then the connection
+ * closes; so half-closed clients get the answers of asynchronous handlers
+ * too.  The price: a client that closed for good is only noticed when a
+ * send to it fails (the first send to a closed peer usually still succeeds
+ * and draws a reset; the next one fails), or after eof_timeout_ms without
+ * an answer; the requests still unanswered then hear their abort callback.
+ * While reading of a connection is stopped (pipeline cap reached
  * and 64 KiB stashed), its EOF is noticed when reading resumes.
  *
  * HTTP details: HEAD runs the GET handler and sends no body; Expect:
  * 100-continue is answered when no earlier answer is pending; Upgrade is
  * not supported (the request is answered, then the connection closes);
- * CONNECT is 501.  Answers are always "HTTP/1.1"; HTTP/1.0 clients get
- * Connection: keep-alive when they asked for it, else the connection
+ * CONNECT is 501, and so is a method the parser does not know (a token
+ * such as FOO or get, in an otherwise well-formed request-line; a
+ * malformed line is 400).  Answers are always "HTTP/1.1"; HTTP/1.0
+ * clients get Connection: keep-alive when they asked for it, else the connection
  * closes after the answer.  A closing answer is followed by a half-close
  * and a short linger (linger_ms) reading and discarding until the client's
  * EOF, so the client reads the answer rather than a reset.
@@ -94,6 +104,17 @@ struct eddy_http_options {
     unsigned send_timeout_ms;    /* a slow reader: when one send (at most 256 KiB) is not taken
                                     by the client within this, close; 0 = 30000 */
     unsigned linger_ms;          /* after a closing answer, wait for the client's EOF; 0 = 2000 */
+    int eof_finish;              /* the client's EOF before every answer is made (see the top):
+                                    0 = abort the requests not answered yet (their handlers
+                                    hear the abort callback: work for a client that left
+                                    stops); 1 = finish them: answer every request received,
+                                    in order, then close (a half-closed client gets its
+                                    answers; a client that really left is noticed when a
+                                    send fails, or at eof_timeout_ms) */
+    unsigned eof_timeout_ms;     /* after the EOF, the longest wait for the next answer of a
+                                    handler (eof_finish, or a stream begun); then the
+                                    connection closes and its requests are aborted.
+                                    0 = 30000 */
     unsigned sweep_ms;           /* timeout resolution (one repeating timer); 0 = 100 */
     unsigned rbuf_count;         /* receive buffers (power of 2); 0 = 1024.  Before 5.19 (no
                                     buffer ring) each connection's pending receive holds one,
