@@ -12,35 +12,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int fd_setup(void **state)
-{
-    *state = (void *)(intptr_t)ts_fd_count();
-    return 0;
-}
-
-static int fd_teardown(void **state)
-{
-    int before = (int)(intptr_t)*state, after = ts_fd_count();
-    if (before != after) {
-        print_error("descriptor leak: %d open before, %d after\n", before, after);
-        return -1;
-    }
-    return 0;
-}
-
-#define RUN_UNTIL(loop, cond, ms)                                              \
-    do {                                                                       \
-        int64_t end_ = ts_now_ms() + (ms);                                     \
-        while (!(cond)) {                                                      \
-            if (ts_now_ms() > end_)                                            \
-                fail_msg("timed out after %d ms waiting for %s", (int)(ms),   \
-                         #cond);                                               \
-            assert_true(eddy_loop_run((loop), EDDY_RUN_NOWAIT) >= 0);          \
-            if (!(cond))                                                       \
-                usleep(100);                                                   \
-        }                                                                      \
-    } while (0)
-
 static void spin(struct eddy_loop *loop, int n)
 {
     for (int i = 0; i < n; i++)
@@ -89,14 +60,14 @@ static int slots_setup(void **state)
 {
     S = calloc(MAXOPS, sizeof *S);
     total = 0;
-    return S ? fd_setup(state) : -1;
+    return S ? ts_fd_setup(state) : -1;
 }
 
 static int slots_teardown(void **state)
 {
     free(S);
     S = NULL;
-    return fd_teardown(state);
+    return ts_fd_teardown(state);
 }
 
 static void pairs_open(int (*fds)[2], int n)
@@ -148,7 +119,7 @@ static void test_sq_full_mixed(void **state)
     /* The server sides get their byte from the test. */
     for (int i = 0; i < NPAIR; i++)
         assert_int_equal(write(fds[i][0], "z", 1), 1);
-    RUN_UNTIL(loop, total == n, 5000);
+    TS_RUN_UNTIL(loop, total == n, 5000);
     spin(loop, 10);
     struct eddy_loop_stats st1 = stats(loop);
     assert_int_equal(total, n);
@@ -195,7 +166,7 @@ static void test_cq_overflow_timers(void **state)
     spin(loop, 3);
     assert_int_equal(total, 0);
     usleep(40000);
-    RUN_UNTIL(loop, total == N, 3000);
+    TS_RUN_UNTIL(loop, total == N, 3000);
     spin(loop, 10);
     struct eddy_loop_stats st1 = stats(loop);
     assert_int_equal(total, N);
@@ -232,7 +203,7 @@ static void test_cq_overflow_recvs(void **state)
         assert_int_equal(write(fds[i][0], &b, 1), 1);
     }
     usleep(10000);
-    RUN_UNTIL(loop, total == N, 3000);
+    TS_RUN_UNTIL(loop, total == N, 3000);
     spin(loop, 10);
     struct eddy_loop_stats st1 = stats(loop);
     for (int i = 0; i < N; i++) {
@@ -367,7 +338,7 @@ static void test_submit_from_callbacks(void **state)
     struct eddy_loop *loop = tiny_loop();
     chain_started = 1;
     assert_int_equal(eddy_timer_ns(loop, &S[0].op, 0, chain_cb), 0);
-    RUN_UNTIL(loop, total == 300, 5000);
+    TS_RUN_UNTIL(loop, total == 300, 5000);
     spin(loop, 10);
     assert_int_equal(total, 300);
     for (int i = 0; i < 300; i++) {
@@ -465,7 +436,7 @@ static void test_queued_ops_and_owed_cancels(void **state)
     submit_fail = 0;
     /* Everything but the two 10 s timers (3 and 7) ends: 14 timers and the
      * cancelled recv_multi. */
-    RUN_UNTIL(loop, total == N - 2 + 1, 3000);
+    TS_RUN_UNTIL(loop, total == N - 2 + 1, 3000);
     spin(loop, 10);
     assert_int_equal(total, N - 1);
     for (int i = 0; i < N; i++) {
@@ -489,7 +460,7 @@ static void test_queued_ops_and_owed_cancels(void **state)
     assert_int_equal(write(fds[0], "q", 1), 1);
     assert_int_equal(eddy_cancel(loop, &S[3].op), 0);
     assert_int_equal(eddy_cancel(loop, &S[7].op), 0);
-    RUN_UNTIL(loop, total == N + 2, 3000);
+    TS_RUN_UNTIL(loop, total == N + 2, 3000);
     spin(loop, 5);
     assert_int_equal(S[N + 1].res, 1);
     assert_int_equal(S[N + 1].buf[0], 'q');

@@ -11,27 +11,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int fd_setup(void **state)
-{
-    *state = (void *)(intptr_t)ts_fd_count();
-    return 0;
-}
-
-static int fd_teardown(void **state)
-{
-    int before = (int)(intptr_t)*state, after = ts_fd_count();
-    if (before != after) {
-        print_error("descriptor leak: %d open before, %d after\n", before, after);
-        return -1;
-    }
-    return 0;
-}
-
-static uint8_t pat(size_t i)
-{
-    return (uint8_t)((i * 2654435761u) >> 13);
-}
-
 /* ---- a sender on the other end, fed from the test thread -------------- */
 
 struct pump {
@@ -54,7 +33,7 @@ static void pump_step(struct pump *p)
     while (p->off < p->len) {
         size_t n = p->len - p->off < sizeof buf ? p->len - p->off : sizeof buf;
         for (size_t i = 0; i < n; i++)
-            buf[i] = pat(p->seed + p->off + i);
+            buf[i] = ts_pattern(p->seed + p->off + i);
         ssize_t w = send(p->fd, buf, n, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (w <= 0)
             return;
@@ -159,7 +138,7 @@ static void rm_check(struct rm *m, size_t len, size_t seed)
     assert_int_equal(m->bad_buf, 0);
     assert_int_equal(m->got, len);
     for (size_t i = 0; i < len; i++)
-        if (m->data[i] != pat(seed + i))
+        if (m->data[i] != ts_pattern(seed + i))
             fail_msg("byte %zu of %zu wrong", i, len);
 }
 
@@ -452,7 +431,7 @@ static void test_reset_final(void **state)
     ts_loop_free(loop);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, fd_setup, fd_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
 {

@@ -11,35 +11,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static int fd_setup(void **state)
-{
-    *state = (void *)(intptr_t)ts_fd_count();
-    return 0;
-}
-
-static int fd_teardown(void **state)
-{
-    int before = (int)(intptr_t)*state, after = ts_fd_count();
-    if (before != after) {
-        print_error("descriptor leak: %d open before, %d after\n", before, after);
-        return -1;
-    }
-    return 0;
-}
-
-#define RUN_UNTIL(loop, cond, ms)                                              \
-    do {                                                                       \
-        int64_t end_ = ts_now_ms() + (ms);                                     \
-        while (!(cond)) {                                                      \
-            if (ts_now_ms() > end_)                                            \
-                fail_msg("timed out after %d ms waiting for %s", (int)(ms),   \
-                         #cond);                                               \
-            assert_true(eddy_loop_run((loop), EDDY_RUN_NOWAIT) >= 0);          \
-            if (!(cond))                                                       \
-                usleep(50);                                                    \
-        }                                                                      \
-    } while (0)
-
 static void spin(struct eddy_loop *loop, int n)
 {
     for (int i = 0; i < n; i++)
@@ -115,7 +86,7 @@ static void test_recv_cancel_race(void **state)
             assert_int_equal(eddy_cancel(loop, &r->op), 0);
         if (v == 3)
             assert_int_equal(write(fds[0], &b, 1), 1);
-        RUN_UNTIL(loop, finals[i] > 0, 2000);
+        TS_RUN_UNTIL(loop, finals[i] > 0, 2000);
         spin(loop, 2);
         if (v == 4)
             assert_int_equal(write(fds[0], &b, 1), 1);
@@ -182,7 +153,7 @@ static void test_timer_cancel_race(void **state)
             usleep(100);
         if (calls == 0) /* else it fired and was freed */
             assert_int_equal(eddy_cancel(loop, &t->op), 0);
-        RUN_UNTIL(loop, calls > 0, 2000);
+        TS_RUN_UNTIL(loop, calls > 0, 2000);
         spin(loop, 2);
         assert_int_equal(calls, 1);
         if (res == 0) {
@@ -244,7 +215,7 @@ static void test_accept_cancel_race(void **state)
         assert_int_equal(eddy_cancel(loop, &a->op), 0);
         if (v == 2)
             c = ts_connect(port);
-        RUN_UNTIL(loop, a->finals > 0, 2000);
+        TS_RUN_UNTIL(loop, a->finals > 0, 2000);
         spin(loop, 2);
         assert_int_equal(a->finals, 1);
         assert_int_equal(a->final_res, -ECANCELED);
@@ -311,7 +282,7 @@ static void test_send_cancel(void **state)
         }
         assert_int_equal(calls, 0); /* else s is freed already */
         assert_int_equal(eddy_cancel(loop, &s->op), 0);
-        RUN_UNTIL(loop, calls > 0, 2000);
+        TS_RUN_UNTIL(loop, calls > 0, 2000);
         spin(loop, 2);
         assert_int_equal(calls, 1);
         /* Nobody reads: 4 MiB cannot have gone out whole. */
@@ -353,7 +324,7 @@ static void test_cancel_in_callback(void **state)
     memset(&p, 0, sizeof p);
     assert_int_equal(eddy_timer(loop, &p.b, 10000, b_cb), 0);
     assert_int_equal(eddy_timer(loop, &p.a, 1, a_cancels_b), 0);
-    RUN_UNTIL(loop, p.b_calls > 0, 2000);
+    TS_RUN_UNTIL(loop, p.b_calls > 0, 2000);
     spin(loop, 3);
     assert_int_equal(p.a_calls, 1);
     assert_int_equal(p.a_res, 0);
@@ -408,7 +379,7 @@ static void test_cancel_self_multishot(void **state)
     struct self s;
     memset(&s, 0, sizeof s);
     assert_int_equal(eddy_accept(loop, &s.op, l, NULL, NULL, SOCK_CLOEXEC, self_cb), 0);
-    RUN_UNTIL(loop, s.finals > 0, 2000);
+    TS_RUN_UNTIL(loop, s.finals > 0, 2000);
     spin(loop, 5);
     assert_int_equal(s.cancel_rc, 0);
     assert_int_equal(s.finals, 1);
@@ -492,7 +463,7 @@ static void test_cancel_sq_full(void **state)
         assert_int_equal(M.calls[i], 0); /* nothing to complete them yet */
     for (int i = 1; i < NOPS; i += 2)
         assert_int_equal(eddy_cancel(loop, &M.op[i]), 0);
-    RUN_UNTIL(loop, M.total == NOPS, 3000);
+    TS_RUN_UNTIL(loop, M.total == NOPS, 3000);
     spin(loop, 5);
     eddy_loop_stats(loop, &st1);
     for (int i = 0; i < NOPS; i++) {
@@ -509,7 +480,7 @@ static void test_cancel_sq_full(void **state)
     ts_loop_free(loop);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, fd_setup, fd_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
 {

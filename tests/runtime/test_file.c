@@ -10,22 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int fd_setup(void **state)
-{
-    *state = (void *)(intptr_t)ts_fd_count();
-    return 0;
-}
-
-static int fd_teardown(void **state)
-{
-    int before = (int)(intptr_t)*state, after = ts_fd_count();
-    if (before != after) {
-        print_error("descriptor leak: %d open before, %d after\n", before, after);
-        return -1;
-    }
-    return 0;
-}
-
 struct one {
     struct eddy_op op;
     int calls;
@@ -242,7 +226,7 @@ static void test_read_cancel(void **state)
     ts_loop_free(loop);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, fd_setup, fd_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
 {

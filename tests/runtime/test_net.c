@@ -18,51 +18,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Polls the loop until cond holds; fails the test after ms. */
-#define RUN_UNTIL(loop, cond, ms)                                              \
-    do {                                                                       \
-        int64_t end_ = ts_now_ms() + (ms);                                     \
-        while (!(cond)) {                                                      \
-            if (ts_now_ms() > end_)                                            \
-                fail_msg("timed out after %d ms waiting for %s", (int)(ms),   \
-                         #cond);                                               \
-            assert_true(eddy_loop_run((loop), EDDY_RUN_NOWAIT) >= 0);          \
-            if (!(cond))                                                       \
-                usleep(100);                                                   \
-        }                                                                      \
-    } while (0)
-
-/* Runs the loop for ms whatever happens. */
-static void run_for(struct eddy_loop *loop, int ms)
-{
-    int64_t end = ts_now_ms() + ms;
-    while (ts_now_ms() < end) {
-        assert_true(eddy_loop_run(loop, EDDY_RUN_NOWAIT) >= 0);
-        usleep(500);
-    }
-}
-
-static int fd_setup(void **state)
-{
-    *state = (void *)(intptr_t)ts_fd_count();
-    return 0;
-}
-
-static int fd_teardown(void **state)
-{
-    int before = (int)(intptr_t)*state, after = ts_fd_count();
-    if (before != after) {
-        print_error("descriptor leak: %d open before, %d after\n", before, after);
-        return -1;
-    }
-    return 0;
-}
-
-static uint8_t pat(size_t i)
-{
-    return (uint8_t)((i * 2654435761u) >> 13);
-}
-
 /* A descriptor number nothing has open. */
 static int unused_fd(void)
 {
@@ -150,8 +105,8 @@ static void acc_cancel(struct eddy_loop *loop, struct acc *a)
 {
     assert_int_equal(a->finals, 0);
     assert_int_equal(eddy_cancel(loop, &a->op), 0);
-    RUN_UNTIL(loop, a->finals > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, a->finals > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(a->finals, 1);
     assert_int_equal(a->final_res, -ECANCELED);
     assert_false(eddy_op_active(&a->op));
@@ -199,16 +154,16 @@ static void test_accept_several(void **state)
     assert_int_equal(eddy_accept(loop, &a->op, l, (struct sockaddr *)&a->addr,
                                  &a->addrlen, SOCK_CLOEXEC, accept_cb), 0);
     assert_int_equal(a->n, 0); /* never synchronous */
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(a->n, 0);
     int clients[5];
     for (int i = 0; i < 5; i++) {
         clients[i] = ts_connect(port);
         if (i == 2)
-            run_for(loop, 2); /* some arrive while accept is armed, some queued */
+            ts_run_for(loop, 2); /* some arrive while accept is armed, some queued */
     }
-    RUN_UNTIL(loop, a->n == 5, 2000);
-    run_for(loop, 10);
+    TS_RUN_UNTIL(loop, a->n == 5, 2000);
+    ts_run_for(loop, 10);
     assert_int_equal(a->n, 5);
     assert_int_equal(a->errors, 0);
     assert_int_equal(a->bad_family, 0);
@@ -241,8 +196,8 @@ static void test_accept_not_listening(void **state)
     assert_true(s >= 0);
     struct acc *a = acc_new(AF_INET);
     assert_int_equal(eddy_accept(loop, &a->op, s, NULL, NULL, 0, accept_cb), 0);
-    RUN_UNTIL(loop, a->finals > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, a->finals > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(a->finals, 1);
     assert_int_equal(a->final_res, -EINVAL);
     assert_int_equal(a->n + a->errors + a->emfile, 0);
@@ -252,7 +207,7 @@ static void test_accept_not_listening(void **state)
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     a->finals = 0;
     assert_int_equal(eddy_accept(loop, &a->op, p[0], NULL, NULL, 0, accept_cb), 0);
-    RUN_UNTIL(loop, a->finals > 0, 2000);
+    TS_RUN_UNTIL(loop, a->finals > 0, 2000);
     assert_int_equal(a->finals, 1);
     assert_int_equal(a->final_res, -ENOTSOCK);
     assert_int_equal(eddy_accept(loop, &a->op, -1, NULL, NULL, 0, accept_cb), -EINVAL);
@@ -277,7 +232,7 @@ static void test_accept_ipv6(void **state)
     struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(port),
                               .sin6_addr = IN6ADDR_LOOPBACK_INIT};
     assert_int_equal(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
-    RUN_UNTIL(loop, a->n == 1, 2000);
+    TS_RUN_UNTIL(loop, a->n == 1, 2000);
     assert_int_equal(a->bad_family, 0);
     assert_int_equal(a->addrlen, sizeof(struct sockaddr_in6));
     struct sockaddr_in6 *peer = (struct sockaddr_in6 *)&a->addr;
@@ -313,8 +268,8 @@ static uint64_t accept_many(struct eddy_loop *loop, int n)
         if (i % 10 == 0)
             assert_true(eddy_loop_run(loop, EDDY_RUN_NOWAIT) >= 0);
     }
-    RUN_UNTIL(loop, a->n == n, 5000);
-    run_for(loop, 10);
+    TS_RUN_UNTIL(loop, a->n == n, 5000);
+    ts_run_for(loop, 10);
     eddy_loop_stats(loop, &st1);
     assert_int_equal(a->n, n);
     assert_int_equal(a->errors, 0);
@@ -390,7 +345,7 @@ static void restore_nofile(void)
 static int emfile_teardown(void **state)
 {
     restore_nofile();
-    return fd_teardown(state);
+    return ts_fd_teardown(state);
 }
 
 static void test_accept_emfile(void **state)
@@ -421,7 +376,7 @@ static void test_accept_emfile(void **state)
 
     assert_int_equal(eddy_accept(loop, &a->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
     int64_t t0 = ts_now_ms();
-    run_for(loop, 300);
+    ts_run_for(loop, 300);
     int emfile = a->emfile, accepted = a->n, finals = a->finals;
     int64_t first = a->first_emfile_ms - t0;
     restore_nofile();
@@ -436,7 +391,7 @@ static void test_accept_emfile(void **state)
 
     /* Descriptors are back: accepting resumes by itself within a second. */
     int64_t t1 = ts_now_ms();
-    RUN_UNTIL(loop, a->n == 4, 1000);
+    TS_RUN_UNTIL(loop, a->n == 4, 1000);
     print_message("accept resumed %lld ms after descriptors were freed\n",
                   (long long)(ts_now_ms() - t1));
     check_pairs(a, clients, 4);
@@ -471,13 +426,13 @@ static void test_accept_emfile_cancel(void **state)
         holes[nholes++] = d;
     }
     assert_int_equal(eddy_accept(loop, &a->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
-    run_for(loop, 50);
+    ts_run_for(loop, 50);
     int emfile = a->emfile;
     int rc = eddy_cancel(loop, &a->op);
     int64_t t0 = ts_now_ms();
-    RUN_UNTIL(loop, a->finals > 0, 2000);
+    TS_RUN_UNTIL(loop, a->finals > 0, 2000);
     int64_t took = ts_now_ms() - t0;
-    run_for(loop, 20);
+    ts_run_for(loop, 20);
     restore_nofile();
     assert_true(emfile >= 1);
     assert_int_equal(rc, 0);
@@ -505,8 +460,8 @@ static void test_connect_ok(void **state)
     struct one o = {0};
     assert_int_equal(eddy_connect(loop, &o.op, c, (struct sockaddr *)&sa, sizeof sa, one_cb), 0);
     assert_int_equal(o.calls, 0);
-    RUN_UNTIL(loop, o.calls > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, o.calls > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(o.calls, 1);
     assert_int_equal(o.res, 0);
     assert_int_equal(o.flags, 0);
@@ -532,8 +487,8 @@ static void test_connect_refused(void **state)
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct one o = {0};
     assert_int_equal(eddy_connect(loop, &o.op, c, (struct sockaddr *)&sa, sizeof sa, one_cb), 0);
-    RUN_UNTIL(loop, o.calls > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, o.calls > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(o.calls, 1);
     assert_int_equal(o.res, -ECONNREFUSED);
     close(c);
@@ -543,11 +498,11 @@ static void test_connect_refused(void **state)
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     o.calls = 0;
     assert_int_equal(eddy_connect(loop, &o.op, p[0], (struct sockaddr *)&sa, sizeof sa, one_cb), 0);
-    RUN_UNTIL(loop, o.calls > 0, 2000);
+    TS_RUN_UNTIL(loop, o.calls > 0, 2000);
     assert_int_equal(o.res, -ENOTSOCK);
     assert_int_equal(eddy_connect(loop, &o.op, p[0], NULL, 0, one_cb), -EINVAL);
     assert_int_equal(eddy_connect(loop, &o.op, -1, (struct sockaddr *)&sa, sizeof sa, one_cb), -EINVAL);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(o.calls, 1);
     close(p[0]);
     close(p[1]);
@@ -588,9 +543,9 @@ static void test_connect_deadline(void **state)
     int64_t t0 = ts_now_ms();
     eddy_op_set_deadline(loop, &o.op, 150);
     assert_int_equal(eddy_connect(loop, &o.op, c, (struct sockaddr *)&sa, sizeof sa, one_cb), 0);
-    RUN_UNTIL(loop, o.calls > 0, 3000);
+    TS_RUN_UNTIL(loop, o.calls > 0, 3000);
     int64_t took = ts_now_ms() - t0;
-    run_for(loop, 20);
+    ts_run_for(loop, 20);
     assert_int_equal(o.calls, 1);
     assert_int_equal(o.res, -ETIME);
     assert_true(took >= 150);
@@ -614,11 +569,11 @@ static void test_roundtrip(void **state)
     static const char msg[] = "hello, eddy";
     struct one r = {0}, s = {0};
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(r.calls, 0); /* nothing sent yet */
     assert_int_equal(eddy_send(loop, &s.op, fds[0], msg, sizeof msg, 0, one_cb), 0);
-    RUN_UNTIL(loop, r.calls && s.calls, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, r.calls && s.calls, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.res, (int)sizeof msg);
     assert_int_equal(r.calls, 1);
@@ -629,7 +584,7 @@ static void test_roundtrip(void **state)
     memset(in, 0, sizeof in);
     assert_int_equal(eddy_recv(loop, &r.op, fds[0], in, 5, 0, one_cb), 0);
     assert_int_equal(eddy_send(loop, &s.op, fds[1], "pong!", 5, 0, one_cb), 0);
-    RUN_UNTIL(loop, r.calls == 2 && s.calls == 2, 2000);
+    TS_RUN_UNTIL(loop, r.calls == 2 && s.calls == 2, 2000);
     assert_int_equal(r.res, 5);
     assert_int_equal(s.res, 5);
     assert_memory_equal(in, "pong!", 5);
@@ -639,7 +594,7 @@ static void test_roundtrip(void **state)
     assert_int_equal(eddy_send(loop, &s.op, fds[0], NULL, 5, 0, one_cb), -EINVAL);
     assert_int_equal(eddy_recv(loop, &r.op, -1, in, 5, 0, one_cb), -EINVAL);
     assert_int_equal(eddy_recv(loop, &r.op, fds[0], NULL, 5, 0, one_cb), -EINVAL);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(r.calls, 2);
     assert_int_equal(s.calls, 2);
     close(fds[0]);
@@ -656,24 +611,24 @@ static void test_recv_peer_close_and_errors(void **state)
     char in[16];
     struct one r = {0};
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     close(fds[0]);
-    RUN_UNTIL(loop, r.calls > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, r.calls > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.res, 0);
     close(fds[1]);
 
     /* A closed descriptor number, and a descriptor that is no socket. */
     assert_int_equal(eddy_recv(loop, &r.op, unused_fd(), in, sizeof in, 0, one_cb), 0);
-    RUN_UNTIL(loop, r.calls == 2, 2000);
+    TS_RUN_UNTIL(loop, r.calls == 2, 2000);
     assert_int_equal(r.res, -EBADF);
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     struct one s = {0};
     assert_int_equal(eddy_send(loop, &s.op, p[1], "x", 1, 0, one_cb), 0);
-    RUN_UNTIL(loop, s.calls > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, s.calls > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.res, -ENOTSOCK);
     close(p[0]);
@@ -698,13 +653,13 @@ static void test_send_reset_peer(void **state)
     int errs = 0;
     for (int i = 0; i < 4; i++) {
         assert_int_equal(eddy_send(loop, &s.op, fds[0], buf, sizeof buf, 0, one_cb), 0);
-        RUN_UNTIL(loop, s.calls == i + 1, 2000);
+        TS_RUN_UNTIL(loop, s.calls == i + 1, 2000);
         if (s.res < 0) {
             assert_true(s.res == -ECONNRESET || s.res == -EPIPE);
             errs++;
         }
     }
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(s.calls, 4);
     assert_int_equal(errs, 4);
     close(fds[0]);
@@ -733,7 +688,7 @@ static void *reader_main(void *p)
             break;
         }
         for (ssize_t i = 0; i < n; i++)
-            if (buf[i] != pat(r->got + (size_t)i) && !r->bad) {
+            if (buf[i] != ts_pattern(r->got + (size_t)i) && !r->bad) {
                 r->bad = 1;
                 r->bad_at = r->got + (size_t)i;
             }
@@ -763,7 +718,7 @@ static void test_short_sends(void **state)
     uint8_t *data = malloc(BIG);
     assert_non_null(data);
     for (size_t i = 0; i < BIG; i++)
-        data[i] = pat(i);
+        data[i] = ts_pattern(i);
     static struct reader rd;
     rd = (struct reader){.fd = fds[1], .want = BIG, .sleep_us = 20};
     pthread_t th;
@@ -772,10 +727,10 @@ static void test_short_sends(void **state)
     eddy_loop_stats(loop, &st0);
     struct one s = {0};
     assert_int_equal(eddy_send(loop, &s.op, fds[0], data, BIG, 0, one_cb), 0);
-    RUN_UNTIL(loop, s.calls > 0, 8000);
+    TS_RUN_UNTIL(loop, s.calls > 0, 8000);
     eddy_loop_stats(loop, &st1);
     pthread_join(th, NULL);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.res, (int)BIG);
     assert_int_equal(rd.got, BIG);
@@ -819,7 +774,7 @@ static void test_send_zc(void **state)
     uint8_t *data = malloc(BIG);
     assert_non_null(data);
     for (size_t i = 0; i < BIG; i++)
-        data[i] = pat(i);
+        data[i] = ts_pattern(i);
     static struct reader rd;
     rd = (struct reader){.fd = fds[1], .want = BIG, .sleep_us = 20};
     pthread_t th;
@@ -828,10 +783,10 @@ static void test_send_zc(void **state)
     eddy_loop_stats(loop, &st0);
     struct eddy_op op = EDDY_OP_INIT;
     assert_int_equal(eddy_send_zc(loop, &op, fds[0], data, BIG, 0, zc_cb), 0);
-    RUN_UNTIL(loop, zc_calls > 0, 8000);
+    TS_RUN_UNTIL(loop, zc_calls > 0, 8000);
     eddy_loop_stats(loop, &st1);
     pthread_join(th, NULL);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(zc_calls, 1);
     assert_int_equal(zc_res, (int)BIG);
     assert_int_equal(rd.got, BIG);
@@ -868,7 +823,7 @@ static void test_sendmsg_iovecs(void **state)
         assert_non_null(iov[i].iov_base);
         iov[i].iov_len = sizes[i];
         for (size_t j = 0; j < sizes[i]; j++)
-            ((uint8_t *)iov[i].iov_base)[j] = pat(total + j);
+            ((uint8_t *)iov[i].iov_base)[j] = ts_pattern(total + j);
         total += sizes[i];
     }
     void *bases[N];
@@ -883,13 +838,13 @@ static void test_sendmsg_iovecs(void **state)
     eddy_loop_stats(loop, &st0);
     struct one s = {0};
     assert_int_equal(eddy_sendmsg(loop, &s.op, fds[0], &msg, 0, one_cb), 0);
-    RUN_UNTIL(loop, s.calls > 0, 8000);
+    TS_RUN_UNTIL(loop, s.calls > 0, 8000);
     eddy_loop_stats(loop, &st1);
     pthread_join(th, NULL);
     print_message("sendmsg of %zu bytes in %d iovecs: %llu SQEs\n", total, (int)N,
                   (unsigned long long)(st1.sqes - st0.sqes));
     assert_true(st1.sqes - st0.sqes > 1); /* the iovecs really were advanced */
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.res, (int)total);
     assert_int_equal(rd.got, total);
@@ -919,9 +874,9 @@ static void test_recv_deadline(void **state)
     int64_t t0 = ts_now_ms();
     eddy_op_set_deadline(loop, &r.op, 100);
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
-    RUN_UNTIL(loop, r.calls > 0, 2000);
+    TS_RUN_UNTIL(loop, r.calls > 0, 2000);
     int64_t took = ts_now_ms() - t0;
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(r.calls, 1);
     assert_int_equal(r.res, -ETIME);
     assert_true(took >= 100);
@@ -929,27 +884,27 @@ static void test_recv_deadline(void **state)
 
     /* The deadline ended with that callback: the next recv waits for data. */
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
-    run_for(loop, 150);
+    ts_run_for(loop, 150);
     assert_int_equal(r.calls, 1);
     assert_int_equal(write(fds[0], "abc", 3), 3);
-    RUN_UNTIL(loop, r.calls == 2, 2000);
+    TS_RUN_UNTIL(loop, r.calls == 2, 2000);
     assert_int_equal(r.res, 3);
 
     /* Data before the deadline: the real result, once, and no late -ETIME. */
     eddy_op_set_deadline(loop, &r.op, 50);
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
     assert_int_equal(write(fds[0], "de", 2), 2);
-    RUN_UNTIL(loop, r.calls == 3, 2000);
+    TS_RUN_UNTIL(loop, r.calls == 3, 2000);
     assert_int_equal(r.res, 2);
-    run_for(loop, 100);
+    ts_run_for(loop, 100);
     assert_int_equal(r.calls, 3);
 
     /* eddy_cancel on an op with a deadline is -ECANCELED, not -ETIME. */
     eddy_op_set_deadline(loop, &r.op, 5000);
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(eddy_cancel(loop, &r.op), 0);
-    RUN_UNTIL(loop, r.calls == 4, 2000);
+    TS_RUN_UNTIL(loop, r.calls == 4, 2000);
     assert_int_equal(r.res, -ECANCELED);
     close(fds[0]);
     close(fds[1]);
@@ -973,9 +928,9 @@ static void test_send_deadline(void **state)
     int64_t t0 = ts_now_ms();
     eddy_op_set_deadline(loop, &s.op, 100);
     assert_int_equal(eddy_send(loop, &s.op, fds[0], data, BIG, 0, one_cb), 0);
-    RUN_UNTIL(loop, s.calls > 0, 3000);
+    TS_RUN_UNTIL(loop, s.calls > 0, 3000);
     int64_t took = ts_now_ms() - t0;
-    run_for(loop, 20);
+    ts_run_for(loop, 20);
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.res, -ETIME);
     assert_true(took >= 100);
@@ -999,8 +954,8 @@ static void test_shutdown(void **state)
     assert_int_equal(eddy_recv(loop, &r.op, fds[1], in, sizeof in, 0, one_cb), 0);
     assert_int_equal(eddy_shutdown(loop, &sh.op, fds[0], SHUT_WR, one_cb), 0);
     assert_int_equal(sh.calls, 0); /* even the system-call fallback is deferred */
-    RUN_UNTIL(loop, r.calls && sh.calls, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, r.calls && sh.calls, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(sh.calls, 1);
     assert_int_equal(sh.res, 0);
     assert_int_equal(r.calls, 1);
@@ -1012,10 +967,10 @@ static void test_shutdown(void **state)
     /* Failures: not connected; a bad descriptor at the start. */
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_int_equal(eddy_shutdown(loop, &sh.op, s, SHUT_RDWR, one_cb), 0);
-    RUN_UNTIL(loop, sh.calls == 2, 2000);
+    TS_RUN_UNTIL(loop, sh.calls == 2, 2000);
     assert_int_equal(sh.res, -ENOTCONN);
     assert_int_equal(eddy_shutdown(loop, &sh.op, -1, SHUT_RDWR, one_cb), -EBADF);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(sh.calls, 2);
     close(s);
     close(fds[0]);
@@ -1031,40 +986,40 @@ static void test_poll(void **state)
     ts_tcp_pair(fds);
     struct one p = {0};
     assert_int_equal(eddy_poll(loop, &p.op, fds[1], POLLIN, one_cb), 0);
-    run_for(loop, 20);
+    ts_run_for(loop, 20);
     assert_int_equal(p.calls, 0); /* not readable yet */
     assert_int_equal(write(fds[0], "x", 1), 1);
-    RUN_UNTIL(loop, p.calls > 0, 2000);
-    run_for(loop, 5);
+    TS_RUN_UNTIL(loop, p.calls > 0, 2000);
+    ts_run_for(loop, 5);
     assert_int_equal(p.calls, 1);
     assert_true(p.res > 0);
     assert_true(p.res & POLLIN);
 
     /* POLLOUT is ready at once on an idle connection. */
     assert_int_equal(eddy_poll(loop, &p.op, fds[0], POLLOUT, one_cb), 0);
-    RUN_UNTIL(loop, p.calls == 2, 2000);
+    TS_RUN_UNTIL(loop, p.calls == 2, 2000);
     assert_true(p.res & POLLOUT);
 
     /* Cancelled while waiting. */
     assert_int_equal(eddy_poll(loop, &p.op, fds[0], POLLIN, one_cb), 0);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(eddy_cancel(loop, &p.op), 0);
-    RUN_UNTIL(loop, p.calls == 3, 2000);
+    TS_RUN_UNTIL(loop, p.calls == 3, 2000);
     assert_int_equal(p.res, -ECANCELED);
 
     /* A closed descriptor number. */
     assert_int_equal(eddy_poll(loop, &p.op, unused_fd(), POLLIN, one_cb), 0);
-    RUN_UNTIL(loop, p.calls == 4, 2000);
+    TS_RUN_UNTIL(loop, p.calls == 4, 2000);
     assert_int_equal(p.res, -EBADF);
     assert_int_equal(eddy_poll(loop, &p.op, -1, POLLIN, one_cb), -EBADF);
-    run_for(loop, 5);
+    ts_run_for(loop, 5);
     assert_int_equal(p.calls, 4);
     close(fds[0]);
     close(fds[1]);
     ts_loop_free(loop);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, fd_setup, fd_teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
 {
@@ -1074,8 +1029,8 @@ int main(void)
         T(test_accept_ipv6),
         T(test_accept_200),
         T(test_accept_200_tiny_cq),
-        cmocka_unit_test_setup_teardown(test_accept_emfile, fd_setup, emfile_teardown),
-        cmocka_unit_test_setup_teardown(test_accept_emfile_cancel, fd_setup, emfile_teardown),
+        cmocka_unit_test_setup_teardown(test_accept_emfile, ts_fd_setup, emfile_teardown),
+        cmocka_unit_test_setup_teardown(test_accept_emfile_cancel, ts_fd_setup, emfile_teardown),
         T(test_connect_ok),
         T(test_connect_refused),
         T(test_connect_deadline),

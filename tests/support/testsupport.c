@@ -124,3 +124,33 @@ int ts_fd_count(void)
     closedir(d);
     return n - 1; /* the DIR's own descriptor */
 }
+
+void ts_run_for(struct eddy_loop *loop, int ms)
+{
+    int64_t end = ts_now_ms() + ms;
+    while (ts_now_ms() < end) {
+        assert_true(eddy_loop_run(loop, EDDY_RUN_NOWAIT) >= 0);
+        usleep(500);
+    }
+}
+
+int ts_fd_setup(void **state)
+{
+    *state = (void *)(intptr_t)ts_fd_count();
+    return 0;
+}
+
+int ts_fd_teardown(void **state)
+{
+    int before = (int)(intptr_t)*state, after = ts_fd_count();
+    if (before != after) {
+        print_error("descriptor leak: %d open before, %d after\n", before, after);
+        return -1;
+    }
+    return 0;
+}
+
+uint8_t ts_pattern(size_t i)
+{
+    return (uint8_t)((i * 2654435761u) >> 13);
+}

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <unistd.h>
 
 #include "eddy/eddy.h"
 
@@ -33,5 +34,30 @@ void ts_tcp_pair(int fds[2]);
 int ts_fd_count(void);
 /* Monotonic ms. */
 int64_t ts_now_ms(void);
+
+/* Runs the loop (RUN_NOWAIT, short naps) for ms, whatever happens. */
+void ts_run_for(struct eddy_loop *loop, int ms);
+
+/* Polls the loop until cond holds; fails the test after ms. */
+#define TS_RUN_UNTIL(loop, cond, ms)                                           \
+    do {                                                                       \
+        int64_t end_ = ts_now_ms() + (ms);                                     \
+        while (!(cond)) {                                                      \
+            if (ts_now_ms() > end_)                                            \
+                fail_msg("timed out after %d ms waiting for %s", (int)(ms),   \
+                         #cond);                                               \
+            assert_true(eddy_loop_run((loop), EDDY_RUN_NOWAIT) >= 0);          \
+            if (!(cond))                                                       \
+                usleep(50);                                                    \
+        }                                                                      \
+    } while (0)
+
+/* cmocka setup/teardown pair: the teardown fails the test when the
+ * process's descriptor count differs from the setup's (a leak). */
+int ts_fd_setup(void **state);
+int ts_fd_teardown(void **state);
+
+/* A byte pattern with no short period, for checking order and loss. */
+uint8_t ts_pattern(size_t i);
 
 #endif
