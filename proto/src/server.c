@@ -149,6 +149,7 @@ struct sess {
     unsigned nreq;       /* queued (parsed, not yet sent) */
     uint8_t in_msg, in_body, paused, stop;
     uint8_t batching;    /* parsing or dispatching: flush once at the end */
+    uint8_t dropped;     /* client bytes were discarded (after stop): linger on close */
     int err;             /* status for an error found in a callback */
     const char *bufstart, *bufend;
     uint8_t mwait;       /* an invalid method: reading on to tell 501 from 400 */
@@ -797,7 +798,7 @@ static void send_done(struct eddy_op *op, int res)
         conn_close(c);
         return;
     }
-    bool close_after = false;
+    bool close_after = false, clean = false;
     for (;;) {
         struct eddy_http_req *r = s->head;
         if (!r)
@@ -809,8 +810,10 @@ static void send_done(struct eddy_op *op, int res)
         bool done = (r->flags & R_DONE) && r->osent == r->olen;
         bool stop = r == s->sent_upto;
         if (done) {
-            if (r->flags & R_CLOSE)
+            if (r->flags & R_CLOSE) {
                 close_after = true;
+                clean = (r->flags & R_COMPLETE) != 0;
+            }
             s->head = r->next;
             if (!s->head)
                 s->tail = NULL;
@@ -822,7 +825,16 @@ static void send_done(struct eddy_op *op, int res)
     }
     s->sent_upto = NULL;
     if (close_after) {
-        conn_linger(c);
+        /* Lingering (RFC 9112 9.6) keeps client bytes that arrive after the
+         * close from turning our answer into an RST.  A fully read request
+         * with nothing after it, or a client already at EOF, leaves none to
+         * come: close at once, as nginx does, without the shutdown and the
+         * wait for the client's FIN. */
+        if (clean && ((c->flags & C_EOF) || (!s->head && !s->cur && !s->in_msg &&
+                                             !s->pend_len && !s->dropped && !s->mwait)))
+            conn_close(c);
+        else
+            conn_linger(c);
         return;
     }
     if (s->paused && s->nreq < c->srv->o.max_pipeline)
@@ -858,6 +870,7 @@ static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
     s->nreq = 0;
     s->in_msg = s->in_body = s->paused = s->stop = 0;
     s->batching = 0;
+    s->dropped = 0;
     s->err = 0;
     s->mwait = s->mlen = 0;
     s->prev_last = 0;
@@ -1553,6 +1566,7 @@ static size_t parse(struct conn *c, const char *data, size_t len)
     } else if (e == HPE_PAUSED_UPGRADE) {
         /* Upgrade is not supported: answer the request, then close. */
         used = len;
+        s->dropped = 1; /* the upgraded protocol's bytes may follow */
         if (s->tail)
             s->tail->flags |= R_CLOSE;
         s->stop = 1;
@@ -1600,8 +1614,10 @@ static bool stash(struct sess *s, const char *data, size_t len)
 static void conn_feed(struct conn *c, const char *data, size_t len)
 {
     struct sess *s = c->s;
-    if (s->stop || (c->flags & C_LINGER))
-        return; /* after an error or a closing request: discard */
+    if (s->stop || (c->flags & C_LINGER)) {
+        s->dropped = 1; /* after an error or a closing request: discard */
+        return;
+    }
     if (s->mwait) {
         int st = method_verdict(s, data, len);
         if (st)
@@ -1621,7 +1637,9 @@ static void conn_feed(struct conn *c, const char *data, size_t len)
         return;
     }
     size_t used = parse(c, data, len);
-    if (!s->stop && used < len && !stash(s, data + used, len - used))
+    if (s->stop && used < len)
+        s->dropped = 1;
+    else if (!s->stop && used < len && !stash(s, data + used, len - used))
         conn_close(c);
 }
 
@@ -1639,6 +1657,8 @@ static void conn_resume(struct conn *c)
         if (c->flags & C_CLOSING)
             return;
         if (s->stop) {
+            if (used < s->pend_len)
+                s->dropped = 1;
             s->pend_len = 0;
         } else {
             memmove(s->pend, s->pend + used, s->pend_len - used);
@@ -1790,8 +1810,6 @@ static int conn_start(struct eddy_http_server *srv, int fd)
         close(fd);
         return -ENOMEM;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly off TCP */
     c->srv = srv;
     c->fd = fd;
     srv->nconns++;
@@ -1848,6 +1866,10 @@ int eddy_http_server_adopt(struct eddy_http_server *srv, int fd)
         return -EBUSY;
     }
     srv->st.accepted++;
+    /* Accepted sockets inherit TCP_NODELAY from the listener; this one
+     * came from elsewhere. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails harmlessly off TCP */
     return conn_start(srv, fd);
 }
 
@@ -2060,6 +2082,10 @@ int eddy_http_server_listen(struct eddy_http_server *srv)
         srv->pool = NULL;
         return fd;
     }
+    /* Once here rather than per accepted socket: Linux copies it to every
+     * socket accept() returns.  Fails harmlessly off TCP. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     srv->lfd = fd;
     srv->aop.label = "eddy http accept";
     rc = eddy_accept(srv->loop, &srv->aop, fd, NULL, NULL, SOCK_CLOEXEC, accept_cb);

@@ -269,6 +269,112 @@ static void test_limits_keep_serving(void **state)
     close(hdr);
 }
 
+/* Waits (at most ms) until the server holds want connections, the /stats
+ * one included.  Returns the milliseconds it took, or -1. */
+static int64_t wait_conns(unsigned long long want, int64_t ms)
+{
+    int64_t t0 = ts_now_ms();
+    while (ts_now_ms() - t0 < ms) {
+        if (stat_of("conns=") == want)
+            return ts_now_ms() - t0;
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* Connection: close on a request read to its end, nothing after it: the
+ * server closes at once (FIN, not RST) instead of lingering for the
+ * client's EOF — the client here never closes before the server is gone. */
+static void test_close_at_once(void **state)
+{
+    (void)state;
+    assert_true(wait_conns(1, 1000) >= 0);
+    unsigned long long t_before = stat_of("timeouts=");
+    int fd = cli_connect(atomic_load(&H.port));
+    cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 1), 1);
+    assert_int_equal(r.status, 200);
+    assert_true(r.close);
+    assert_int_equal(eof, 1); /* a FIN: a reset gives -1 */
+    int64_t dt = wait_conns(1, 1000);
+    assert_true(dt >= 0 && dt < 200); /* linger_ms is 300 */
+    char buf[8];
+    assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+    close(fd);
+    assert_int_equal(stat_of("timeouts="), t_before); /* no linger expired */
+}
+
+/* Bytes after the closing request (a pipelined request that is not read):
+ * the server still half-closes and lingers, so the client sees its answer
+ * and a FIN, not an RST, and the connection ends with the client's EOF. */
+static void test_close_lingers_on_unread(void **state)
+{
+    (void)state;
+    assert_true(wait_conns(1, 1000) >= 0);
+    int fd = cli_connect(atomic_load(&H.port));
+    cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                   "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"));
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 1), 1);
+    assert_int_equal(r.status, 200);
+    assert_true(r.close);
+    assert_int_equal(eof, 1);
+    usleep(100000);
+    assert_int_equal(stat_of("conns="), 2); /* still lingering */
+    char buf[8];
+    assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+    close(fd);
+    int64_t dt = wait_conns(1, 1000);
+    assert_true(dt >= 0 && dt < 150); /* ended by the EOF, not linger_ms */
+}
+
+/* TCP_NODELAY is set once on the server's listening socket; Linux copies
+ * it to every socket accept() returns. */
+static void test_nodelay_inherited(void **state)
+{
+    (void)state;
+    int port = atomic_load(&H.port);
+    int lfd = -1;
+    for (int fd = 0; fd < 1024 && lfd < 0; fd++) {
+        struct sockaddr_in a;
+        socklen_t al = sizeof a;
+        int acc = 0;
+        socklen_t ol = sizeof acc;
+        if (getsockname(fd, (struct sockaddr *)&a, &al) == 0 && a.sin_family == AF_INET &&
+            ntohs(a.sin_port) == port &&
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &ol) == 0 && acc)
+            lfd = fd;
+    }
+    assert_true(lfd >= 0);
+    int v = 0;
+    socklen_t vl = sizeof v;
+    assert_int_equal(getsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+    assert_int_equal(v, 1);
+    /* ... and an accepted socket inherits it (here from a listener of our own). */
+    int l2 = eddy_http_listen_socket("127.0.0.1", 0, 0, 4);
+    assert_true(l2 >= 0);
+    int one = 1;
+    assert_int_equal(setsockopt(l2, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    struct sockaddr_in a;
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(l2, (struct sockaddr *)&a, &al), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(c >= 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, al), 0);
+    int s = accept(l2, NULL, NULL);
+    assert_true(s >= 0);
+    v = 0;
+    vl = sizeof v;
+    assert_int_equal(getsockopt(s, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+    assert_int_equal(v, 1);
+    close(s);
+    close(c);
+    close(l2);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -282,6 +388,9 @@ int main(void)
         cmocka_unit_test(test_slow_reader),
         cmocka_unit_test(test_steady_reader_ok),
         cmocka_unit_test(test_limits_keep_serving),
+        cmocka_unit_test(test_close_at_once),
+        cmocka_unit_test(test_close_lingers_on_unread),
+        cmocka_unit_test(test_nodelay_inherited),
     };
     return cmocka_run_group_tests(t, setup, teardown);
 }
