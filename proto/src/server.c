@@ -246,6 +246,29 @@ static void *chunk_alloc(struct eddy_http_server *srv, size_t n)
     return ch + 1;
 }
 
+/*
+ * Refills a free list: one chunk of n zeroed elements of size one, pushed
+ * on the list whose head pointer is at head, through the pointer at link_off in each, so the first element
+ * ends on top.  Connections, sessions and requests all grow this way.
+ */
+static char *chunk_carve(struct eddy_http_server *srv, size_t one, unsigned n,
+                         size_t link_off, void *head)
+{
+    char *blk = chunk_alloc(srv, n * one);
+    if (!blk)
+        return NULL;
+    /* The head and the links are typed pointers: copy bytes, never alias. */
+    void *top;
+    memcpy(&top, head, sizeof top);
+    for (unsigned i = n; i-- > 0;) {
+        char *x = blk + (size_t)i * one;
+        memcpy(x + link_off, &top, sizeof top);
+        top = x;
+    }
+    memcpy(head, &top, sizeof top);
+    return blk;
+}
+
 const char *eddy_http_reason(int status)
 {
     switch (status) {
@@ -367,15 +390,14 @@ static struct eddy_http_req *req_get(struct eddy_http_server *srv, struct conn *
     struct eddy_http_req *r = srv->rfree;
     if (!r) {
         size_t one = sizeof(struct eddy_http_req) + srv->o.max_headers * sizeof(struct hdr);
-        char *blk = chunk_alloc(srv, 16 * one);
+        char *blk = chunk_carve(srv, one, 16, offsetof(struct eddy_http_req, next),
+                                &srv->rfree);
         if (!blk)
             return NULL;
-        for (int i = 15; i >= 0; i--) {
+        for (unsigned i = 0; i < 16; i++) {
             struct eddy_http_req *x = (struct eddy_http_req *)(void *)(blk + (size_t)i * one);
             x->h = (struct hdr *)(void *)(x + 1);
             x->flags = R_FREE;
-            x->next = srv->rfree;
-            srv->rfree = x;
         }
         r = srv->rfree;
     }
@@ -853,13 +875,9 @@ static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
 {
     struct sess *s = srv->sfree;
     if (!s) {
-        struct sess *blk = chunk_alloc(srv, 16 * sizeof(struct sess));
-        if (!blk)
+        if (!chunk_carve(srv, sizeof *s, 16, offsetof(struct sess, nextfree),
+                         &srv->sfree))
             return NULL;
-        for (int i = 15; i >= 0; i--) {
-            blk[i].nextfree = srv->sfree;
-            srv->sfree = &blk[i];
-        }
         s = srv->sfree;
     }
     srv->sfree = s->nextfree;
@@ -1788,13 +1806,9 @@ static struct conn *conn_get(struct eddy_http_server *srv)
 {
     struct conn *c = srv->cfree;
     if (!c) {
-        struct conn *blk = chunk_alloc(srv, 64 * sizeof(struct conn));
-        if (!blk)
+        if (!chunk_carve(srv, sizeof *c, 64, offsetof(struct conn, tnext),
+                         &srv->cfree))
             return NULL;
-        for (int i = 63; i >= 0; i--) {
-            blk[i].tnext = srv->cfree;
-            srv->cfree = &blk[i];
-        }
         c = srv->cfree;
     }
     srv->cfree = c->tnext;
