@@ -47,9 +47,10 @@
  * such as FOO or get, in an otherwise well-formed request-line; a
  * malformed line is 400).  Answers are always "HTTP/1.1"; HTTP/1.0
  * clients get Connection: keep-alive when they asked for it, else the connection
- * closes after the answer.  A closing answer is followed by a half-close
- * and a short linger (linger_ms) reading and discarding until the client's
- * EOF, so the client reads the answer rather than a reset.
+ * closes after the answer.  After a closing answer the connection closes
+ * at once when the client has sent nothing unread; otherwise it is
+ * half-closed and lingers (linger_ms) reading and discarding until the
+ * client's EOF, so the client reads the answer rather than a reset.
  *
  * Pipelining: requests on one connection are handled as they arrive (a
  * later handler may run, and answer, before an earlier one has answered),
@@ -103,7 +104,7 @@ struct eddy_http_options {
     unsigned idle_timeout_ms;    /* keep-alive idle, then close quietly; 0 = 60000 */
     unsigned send_timeout_ms;    /* a slow reader: when one send (at most 256 KiB) is not taken
                                     by the client within this, close; 0 = 30000 */
-    unsigned linger_ms;          /* after a closing answer, wait for the client's EOF; 0 = 2000 */
+    unsigned linger_ms;          /* after a closing answer with client bytes unread, wait for the client's EOF; 0 = 2000 */
     int eof_finish;              /* the client's EOF before every answer is made (see the top):
                                     0 = abort the requests not answered yet (their handlers
                                     hear the abort callback: work for a client that left
