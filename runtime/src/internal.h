@@ -18,6 +18,7 @@ enum {
     TAG_BACKOFF = 3, /* accept back-off timer of the op */
     TAG_MSG_OUT = 4, /* our MSG_RING to another loop: deref only on failure */
     TAG_MSG_IN = 5,  /* a post another loop sent us with MSG_RING */
+    TAG_QUIET = 6,   /* a cancel/update with CQE_SKIP_SUCCESS: a CQE only on failure, ignored */
     TAG_MASK = 7,
 };
 
@@ -65,6 +66,7 @@ enum {
     PF_ZC = 1u << 7,          /* send: zero-copy */
     PF_ZC_DONE = 1u << 8,     /* send_zc: result in op->res, waiting for notifications */
     PF_REARM = 1u << 9,       /* timer: a cancel for an update is on its way; re-arm on it */
+    PF_ONCE = 1u << 10,       /* recv_multi kind, one chunk: eddy_recv_once */
 };
 
 struct oplist {
@@ -158,6 +160,8 @@ struct io_uring_sqe *get_sqe_flush(struct eddy_loop *loop);
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res);
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags);
 void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res);
+void op_finish_buffer(struct eddy_loop *loop, struct eddy_op *op, int res, uint16_t bid);
+void sqe_set_aside(struct eddy_loop *loop, struct io_uring_sqe *sqe, struct eddy_op *op);
 void loop_wake(struct eddy_loop *loop);
 void ts_push(struct eddy_loop *loop, struct eddy_op *op);
 

@@ -119,7 +119,7 @@ static const char *const feature_names[] = {
     "accept_multishot", "buf_ring",  "recv_multishot", "single_issuer",
     "defer_taskrun",    "coop_taskrun", "msg_ring",    "send_zc",
     "timeout_update",   "no_memlock", "registered_ring", "shutdown",
-    "nodrop",           "ext_arg",
+    "nodrop",           "ext_arg",   "cqe_skip",
 };
 #define NFEATURES (sizeof feature_names / sizeof feature_names[0])
 
@@ -232,6 +232,8 @@ static int setup_ring(struct eddy_loop *loop, unsigned disable)
                     loop->features |= EDDY_FEAT_EXT_ARG | EDDY_FEAT_TIMEOUT_UPDATE;
                 if (p.features & IORING_FEAT_NATIVE_WORKERS)
                     loop->features |= EDDY_FEAT_NO_MEMLOCK;
+                if (p.features & IORING_FEAT_CQE_SKIP)
+                    loop->features |= EDDY_FEAT_CQE_SKIP;
                 loop->entries = entries;
                 loop->cq_entries = p.cq_entries;
                 return 0;
@@ -522,7 +524,7 @@ void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned fl
     run_cb(loop, op, res);
 }
 
-void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
+static void op_end(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
     /* A deadline fired: the kernel says -ECANCELED, the caller hears -ETIME. */
     if (res == -ECANCELED && op->deadline_ns && !(op->pflags & PF_CANCEL))
@@ -533,11 +535,38 @@ void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
     if (!(op->pflags & PF_INTERNAL))
         loop->active--;
     op->state = ST_IDLE;
-    op->flags = 0;
     op->deadline_ns = 0;
     op->pflags = 0;
-    op->buf = NULL;
     run_cb(loop, op, res);
+}
+
+void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    op->flags = 0;
+    op->buf = NULL;
+    op_end(loop, op, res);
+}
+
+/* The final callback of eddy_recv_once: it carries the pool buffer bid. */
+void op_finish_buffer(struct eddy_loop *loop, struct eddy_op *op, int res, uint16_t bid)
+{
+    op->flags = EDDY_OP_BUFFER;
+    op->buf = eddy_bufpool_buf(op->u.recvm.pool, bid);
+    op->bid = bid;
+    op_end(loop, op, res);
+}
+
+/* An SQE whose completion nothing waits for (a cancel, a timer update):
+ * with CQE_SKIP_SUCCESS the kernel posts a CQE only if it fails. */
+void sqe_set_aside(struct eddy_loop *loop, struct io_uring_sqe *sqe, struct eddy_op *op)
+{
+    if (loop->features & EDDY_FEAT_CQE_SKIP) {
+        io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_QUIET));
+        sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+        return;
+    }
+    io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_CANCEL));
+    loop->inflight++;
 }
 
 /* ---- cancel ----------------------------------------------------------- */
@@ -548,8 +577,7 @@ static bool prep_cancel(struct eddy_loop *loop, struct eddy_op *op, unsigned tag
     if (!sqe)
         return false;
     io_uring_prep_cancel64(sqe, EDDY_UD(op, tag), 0);
-    io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_CANCEL));
-    loop->inflight++;
+    sqe_set_aside(loop, sqe, op);
     return true;
 }
 
@@ -804,6 +832,8 @@ static void dispatch(struct eddy_loop *loop, uint64_t ud, int res, unsigned cfla
         op_finish(loop, op, 0);
         return;
     }
+    if (tag == TAG_QUIET)
+        return; /* a cancel or update that failed: the op's own CQE tells */
     if (!(cflags & IORING_CQE_F_MORE))
         loop->inflight--;
     switch (tag) {

@@ -57,7 +57,7 @@ static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
     struct eddy_bufpool *pool = op->u.recvm.pool;
     if (pool->ring) {
         struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
-        if (loop->features & EDDY_FEAT_RECV_MULTI)
+        if ((loop->features & EDDY_FEAT_RECV_MULTI) && !(op->pflags & PF_ONCE))
             io_uring_prep_recv_multishot(sqe, op->u.recvm.fd, NULL, 0, 0);
         else
             io_uring_prep_recv(sqe, op->u.recvm.fd, NULL, 0, 0);
@@ -261,6 +261,10 @@ static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
         has_buf = true;
     }
     if (res > 0) {
+        if (op->pflags & PF_ONCE) {
+            op_finish_buffer(loop, op, res, bid); /* data wins over a cancel */
+            return;
+        }
         if (!more) {
             if (cancel) {
                 op_defer_final(loop, op, -ECANCELED);
@@ -485,17 +489,30 @@ int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
     return 0;
 }
 
-int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
-                    struct eddy_bufpool *pool, eddy_cb cb)
+static int start_recv_pool(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                           struct eddy_bufpool *pool, unsigned pflags, eddy_cb cb)
 {
     if (fd < 0 || !pool || pool->loop != loop || op->deadline_ns)
         return -EINVAL;
     BEGIN(K_RECV_MULTI);
+    op->pflags |= pflags;
     op->u.recvm.fd = fd;
     op->u.recvm.pool = pool;
     pool->users++;
     op_arm(loop, op);
     return 0;
+}
+
+int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                    struct eddy_bufpool *pool, eddy_cb cb)
+{
+    return start_recv_pool(loop, op, fd, pool, 0, cb);
+}
+
+int eddy_recv_once(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                   struct eddy_bufpool *pool, eddy_cb cb)
+{
+    return start_recv_pool(loop, op, fd, pool, PF_ONCE, cb);
 }
 
 static int start_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
@@ -684,8 +701,7 @@ int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
         op->pflags |= PF_REARM;
         io_uring_prep_cancel64(sqe, EDDY_UD(op, TAG_OP), 0);
     }
-    io_uring_sqe_set_data64(sqe, EDDY_UD(op, TAG_CANCEL));
-    loop->inflight++;
+    sqe_set_aside(loop, sqe, op);
     return 0;
 }
 

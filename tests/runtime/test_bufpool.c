@@ -1,4 +1,4 @@
-/* The buffer pool and eddy_recv_multi: chunks in pool buffers, back-pressure
+/* The buffer pool, eddy_recv_multi and eddy_recv_once: chunks in pool buffers, back-pressure
  * when the pool runs dry (-ENOBUFS) and recovery when buffers come back,
  * one pool shared by many connections, cancel, destroy while in use. */
 #define _GNU_SOURCE
@@ -431,6 +431,149 @@ static void test_reset_final(void **state)
     ts_loop_free(loop);
 }
 
+/* ---- eddy_recv_once --------------------------------------------------- */
+
+struct once {
+    struct eddy_op op;
+    int calls, res;
+    unsigned flags;
+    uint16_t bid;
+    char data[512];
+};
+
+static void once_cb(struct eddy_op *op, int res)
+{
+    struct once *o = eddy_container_of(op, struct once, op);
+    o->calls++;
+    o->res = res;
+    o->flags = op->flags;
+    o->bid = op->bid;
+    if (res > 0 && (op->flags & EDDY_OP_BUFFER) && (size_t)res <= sizeof o->data)
+        memcpy(o->data, op->buf, (size_t)res);
+}
+
+static void once_start(struct eddy_loop *loop, struct once *o, int fd,
+                       struct eddy_bufpool *pool)
+{
+    memset(o, 0, sizeof *o);
+    assert_int_equal(eddy_recv_once(loop, &o->op, fd, pool, once_cb), 0);
+    assert_true(eddy_op_active(&o->op));
+}
+
+/* One chunk, one final callback carrying its buffer; nothing stays armed
+ * (the rest stays in the socket for the next receive); EOF; cancel (a
+ * quiet cancel where the kernel has CQE_SKIP: nothing left in flight). */
+static void test_recv_once(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_bufpool *pool;
+    assert_int_equal(eddy_bufpool_init(loop, &pool, 2, 256), 0);
+    int fds[2];
+    ts_tcp_pair(fds);
+    struct once o;
+
+    /* 100 bytes: all of them, in a pool buffer, final. */
+    once_start(loop, &o, fds[1], pool);
+    assert_int_equal(write(fds[0], "0123456789", 10), 10);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, o.calls > 0, 2000);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.res, 10);
+    assert_int_equal(o.flags, EDDY_OP_BUFFER);
+    assert_memory_equal(o.data, "0123456789", 10);
+    assert_false(eddy_op_active(&o.op));
+    assert_int_equal(eddy_bufpool_free_count(pool), 1);
+    eddy_bufpool_put(pool, o.bid);
+    assert_int_equal(eddy_bufpool_free_count(pool), 2);
+
+    /* 600 bytes: one buffer's worth each time, the rest waits. */
+    uint8_t big[600];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = ts_pattern(i);
+    assert_int_equal(write(fds[0], big, sizeof big), (ssize_t)sizeof big);
+    usleep(2000);
+    size_t got = 0;
+    for (int k = 0; k < 3; k++) {
+        once_start(loop, &o, fds[1], pool);
+        RUN_PUMPED(loop, (struct pump *)NULL, 0, o.calls > 0, 2000);
+        assert_int_equal(o.calls, 1);
+        assert_int_equal(o.flags, EDDY_OP_BUFFER);
+        assert_true(o.res > 0 && o.res <= 256);
+        assert_memory_equal(o.data, big + got, (size_t)o.res);
+        got += (size_t)o.res;
+        eddy_bufpool_put(pool, o.bid);
+        if (got == sizeof big)
+            break;
+    }
+    assert_int_equal(got, sizeof big);
+
+    /* Cancel with nothing to read: -ECANCELED, no buffer, nothing in flight. */
+    uint32_t inflight0 = stats(loop).inflight;
+    once_start(loop, &o, fds[1], pool);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(eddy_cancel(loop, &o.op), 0);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, o.calls > 0, 2000);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.res, -ECANCELED);
+    assert_int_equal(o.flags, 0);
+    assert_int_equal(stats(loop).inflight, inflight0);
+    assert_int_equal(eddy_bufpool_free_count(pool), 2);
+
+    /* EOF: res 0, no buffer. */
+    once_start(loop, &o, fds[1], pool);
+    close(fds[0]);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, o.calls > 0, 2000);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.res, 0);
+    assert_int_equal(o.flags, 0);
+    assert_int_equal(eddy_bufpool_free_count(pool), 2);
+    assert_int_equal(eddy_bufpool_destroy(pool), 0);
+    close(fds[1]);
+    ts_loop_free(loop);
+}
+
+/* A dry pool: the receive waits (counted as enobufs) without a callback
+ * and goes on when a buffer comes back. */
+static void test_recv_once_dry_pool(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_bufpool *pool;
+    assert_int_equal(eddy_bufpool_init(loop, &pool, 1, 128), 0);
+    int fds[2];
+    ts_tcp_pair(fds);
+    struct once a, b;
+    once_start(loop, &a, fds[1], pool);
+    assert_int_equal(write(fds[0], "first", 5), 5);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, a.calls > 0, 2000);
+    assert_int_equal(a.res, 5);
+    assert_int_equal(eddy_bufpool_free_count(pool), 0); /* a holds it */
+
+    uint64_t enobufs0 = stats(loop).enobufs;
+    once_start(loop, &b, fds[1], pool);
+    assert_int_equal(write(fds[0], "second", 6), 6);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, stats(loop).enobufs > enobufs0, 2000);
+    run_for(loop, NULL, 0, 30);
+    assert_int_equal(b.calls, 0);
+    assert_true(eddy_op_active(&b.op));
+    eddy_bufpool_put(pool, a.bid);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, b.calls > 0, 2000);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.res, 6);
+    assert_int_equal(b.flags, EDDY_OP_BUFFER);
+    assert_memory_equal(b.data, "second", 6);
+    eddy_bufpool_put(pool, b.bid);
+    assert_int_equal(eddy_bufpool_destroy(pool), 0);
+    close(fds[0]);
+    close(fds[1]);
+    ts_loop_free(loop);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
@@ -442,6 +585,8 @@ int main(void)
         T(test_shared_pool),
         T(test_cancel_and_destroy_busy),
         T(test_reset_final),
+        T(test_recv_once),
+        T(test_recv_once_dry_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -79,6 +79,7 @@ enum eddy_feature {
     EDDY_FEAT_SHUTDOWN       = 1u << 11, /* (shutdown) IORING_OP_SHUTDOWN, 5.11 */
     EDDY_FEAT_NODROP         = 1u << 12, /* (nodrop) no CQE is dropped on CQ overflow, 5.5 */
     EDDY_FEAT_EXT_ARG        = 1u << 13, /* (ext_arg) 5.11 */
+    EDDY_FEAT_CQE_SKIP       = 1u << 14, /* (cqe_skip) no CQE for a cancel that worked, 5.17 */
 };
 
 /* Everything a Linux 5.10 kernel lacks; EDDY_COMPAT=5.10 switches these off. */
@@ -87,7 +88,8 @@ enum eddy_feature {
      EDDY_FEAT_SINGLE_ISSUER | EDDY_FEAT_DEFER_TASKRUN |                       \
      EDDY_FEAT_COOP_TASKRUN | EDDY_FEAT_MSG_RING | EDDY_FEAT_SEND_ZC |         \
      EDDY_FEAT_TIMEOUT_UPDATE | EDDY_FEAT_NO_MEMLOCK |                         \
-     EDDY_FEAT_REG_RING_FD | EDDY_FEAT_SHUTDOWN | EDDY_FEAT_EXT_ARG)
+     EDDY_FEAT_REG_RING_FD | EDDY_FEAT_SHUTDOWN | EDDY_FEAT_EXT_ARG |          \
+     EDDY_FEAT_CQE_SKIP)
 
 /* The name of one feature bit ("accept_multishot"), or NULL. */
 const char *eddy_feature_name(unsigned feature);
@@ -324,6 +326,17 @@ int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
  */
 int eddy_recv_multi(struct eddy_loop *loop, struct eddy_op *op, int fd,
                     struct eddy_bufpool *pool, eddy_cb cb);
+
+/*
+ * One receive into a buffer taken from pool, for a connection that may need
+ * only one (a request with Connection: close): nothing stays armed after it,
+ * so closing needs no cancel.  The only callback is final: res = bytes with
+ * op->buf/op->bid and EDDY_OP_BUFFER set (give the buffer back with
+ * eddy_bufpool_put), or 0 / -errno with no buffer.  A dry pool waits as in
+ * eddy_recv_multi.  After eddy_cancel the data still wins if it came first.
+ */
+int eddy_recv_once(struct eddy_loop *loop, struct eddy_op *op, int fd,
+                   struct eddy_bufpool *pool, eddy_cb cb);
 
 /*
  * Sends all len bytes: short sends are re-submitted inside, the callback
