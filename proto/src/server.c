@@ -2146,6 +2146,10 @@ int eddy_http_server_listen(struct eddy_http_server *srv)
      * socket accept() returns.  Fails harmlessly off TCP. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (srv->o.defer_accept_s) {
+        int secs = srv->o.defer_accept_s > INT_MAX ? INT_MAX : (int)srv->o.defer_accept_s;
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
+    }
     srv->lfd = fd;
     srv->aop.label = "eddy http accept";
     rc = eddy_accept(srv->loop, &srv->aop, fd, NULL, NULL, SOCK_CLOEXEC, accept_cb);

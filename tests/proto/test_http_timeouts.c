@@ -46,13 +46,18 @@ static void assert_others_served(void)
     assert_true(ts_now_ms() - t0 < 500);
 }
 
-static unsigned long long stat_of(const char *key)
+static unsigned long long stat_at(int port, const char *key)
 {
     char body[256];
-    assert_int_equal(simple_get(atomic_load(&H.port), "/stats", body, sizeof body), 200);
+    assert_int_equal(simple_get(port, "/stats", body, sizeof body), 200);
     const char *p = strstr(body, key);
     assert_non_null(p);
     return strtoull(p + strlen(key), NULL, 10);
+}
+
+static unsigned long long stat_of(const char *key)
+{
+    return stat_at(atomic_load(&H.port), key);
 }
 
 static void test_slowloris(void **state)
@@ -375,6 +380,38 @@ static void test_nodelay_inherited(void **state)
     close(l2);
 }
 
+/* defer_accept_s: a client that talks is served at once; a silent one is
+ * not even accepted until the kernel's deferral ends (about 1 s here), and
+ * only then does its header timeout start. */
+static void test_defer_accept(void **state)
+{
+    (void)state;
+    static struct hsrv D;
+    memset(&D, 0, sizeof D);
+    D.o = H.o;
+    D.o.defer_accept_s = 1;
+    hsrv_start(&D);
+    int port = atomic_load(&D.port);
+    int64_t t0 = ts_now_ms();
+    char body[64];
+    assert_int_equal(simple_get(port, "/plaintext", body, sizeof body), 200);
+    assert_string_equal(body, "Hello, World!");
+    assert_true(ts_now_ms() - t0 < 500);
+
+    int fd = cli_connect(port); /* the handshake completes; nothing is sent */
+    t0 = ts_now_ms();
+    usleep(500000);
+    assert_int_equal(stat_at(port, "conns="), 1); /* only the /stats one */
+    assert_int_equal(stat_at(port, "accepted="), 3); /* the silent one is not among them */
+    char buf[8];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    int64_t dt = ts_now_ms() - t0;
+    assert_int_equal(n, 0); /* accepted at last, then closed quietly */
+    assert_true(dt >= 900 + 280 && dt < 4000);
+    close(fd);
+    hsrv_stop(&D);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -391,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_close_at_once),
         cmocka_unit_test(test_close_lingers_on_unread),
         cmocka_unit_test(test_nodelay_inherited),
+        cmocka_unit_test(test_defer_accept),
     };
     return cmocka_run_group_tests(t, setup, teardown);
 }

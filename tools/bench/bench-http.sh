@@ -7,14 +7,18 @@
 # Release, pins every server to one CPU and wrk -t1 to another, and runs the
 # servers interleaved (A B C A B C ..., the order rotating every round) in
 # each scenario: keep-alive at 100 and 1,000 connections, pipelined x16,
-# Connection: close.  Server CPU comes from /proc/PID/stat (utime + stime)
+# Connection: close (and, as closedefer, Connection: close with every
+# server's listener in TCP_DEFER_ACCEPT mode: eddy --defer-accept 1, nginx
+# "listen ... deferred", bench-limit --defer-accept 1; Node.js and Tornado
+# sit that one out).  Server CPU comes from /proc/PID/stat (utime + stime)
 # before and after each run.  Idle memory: RSS growth of a freshly started
 # server while bench-idle-conns holds N keep-alive connections (with and
 # without one request each).  Prints one table (medians, min..max, ratios
 # to nginx) and the goals met / not met.
 #
 # usage: tools/bench/bench-http.sh [--build-dir DIR] [--rounds N] [--time S]
-#            [--quick] [--idle-conns N] [--scenarios "ka100 ka1000 pipe16 close idle"]
+#            [--quick] [--idle-conns N]
+#            [--scenarios "idle ka100 ka1000 pipe16 close closedefer"]
 #            [--node] [--tornado] [--server-cpu C] [--load-cpu C]
 #            [--json FILE] [--md FILE] [--keep-raw DIR] [--no-build] [--no-setup]
 #   --quick     3 s runs, 1 round, 2,000 idle connections (smoke test only)
@@ -28,7 +32,7 @@ build="$src/build/release"
 rounds=3
 secs=10
 idle_n=10000
-scenarios="idle ka100 ka1000 pipe16 close"
+scenarios="idle ka100 ka1000 pipe16 close closedefer"
 server_cpu=1
 load_cpu=0
 json=""
@@ -64,7 +68,7 @@ done
 [ "$rounds" -ge 1 ] || { echo "bench-http: --rounds must be >= 1" >&2; exit 2; }
 [ "$rounds" -ge 3 ] || echo "bench-http: warning: fewer than 3 rounds; medians mean little" >&2
 for s in $scenarios; do
-    case $s in ka100|ka1000|pipe16|close|idle) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
+    case $s in ka100|ka1000|pipe16|close|closedefer|idle) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
 done
 
 if [ "$do_setup" = 1 ] && ! { command -v wrk && command -v nginx; } >/dev/null 2>&1; then
@@ -137,8 +141,9 @@ free_port() {
 # sets SERVER_PID, SERVER_PORT and CLOSE_PORT (the limit answers
 # Connection: close on a port of its own; the others on the same port).
 nstarted=0
-start_server() {
-    local kind=$1 dir="$tmp/$1.$nstarted" comm
+start_server() { # start_server KIND [defer]
+    local kind=$1 defer=${2:-} dir="$tmp/$1.$nstarted" comm eflags=() lflags=()
+    [ -n "$defer" ] && eflags=(--defer-accept 1) lflags=(--defer-accept 1)
     nstarted=$((nstarted + 1))
     mkdir -p "$dir"
     SERVER_PORT="" CLOSE_PORT=""
@@ -146,11 +151,12 @@ start_server() {
     eddy)
         SERVER_PORT=$(free_port)
         taskset -c "$server_cpu" "$eddy_bin" --host 127.0.0.1 --port "$SERVER_PORT" \
-            --time-port "$(free_port)" >"$dir/out" 2>"$dir/err" &
+            --time-port "$(free_port)" "${eflags[@]}" >"$dir/out" 2>"$dir/err" &
         comm=eddy-demo ;;
     nginx)
         SERVER_PORT=$(free_port)
         sed "s#@DIR@#$dir#g; s#@PORT@#$SERVER_PORT#g" "$here/nginx.conf" >"$dir/nginx.conf"
+        [ -n "$defer" ] && sed -i 's#backlog=4096;#backlog=4096 deferred;#' "$dir/nginx.conf"
         if ! nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>/dev/null; then
             # Builds without the uwsgi/scgi modules reject their temp paths.
             sed -i '/@OPTIONAL@/d' "$dir/nginx.conf"
@@ -159,7 +165,7 @@ start_server() {
             >"$dir/out" 2>"$dir/err" &
         comm=nginx ;;
     limit)
-        taskset -c "$server_cpu" "$limit_bin" --port 0 --close-port 0 >"$dir/out" 2>"$dir/err" &
+        taskset -c "$server_cpu" "$limit_bin" --port 0 --close-port 0 "${lflags[@]}" >"$dir/out" 2>"$dir/err" &
         comm=bench-limit ;;
     node)
         taskset -c "$server_cpu" node "$here/node-server.js" 0 >"$dir/out" 2>"$dir/err" &
@@ -312,6 +318,17 @@ for kind in $servers; do
     start_server "$kind"
     spid[$kind]=$SERVER_PID sport[$kind]=$SERVER_PORT scport[$kind]=$CLOSE_PORT
 done
+# closedefer: a second instance of each (but Node.js, Tornado), deferring.
+declare -A dpid dport
+defer_servers=""
+if [[ " $scenarios " == *" closedefer "* ]]; then
+    for kind in $servers; do
+        case $kind in node|tornado) continue ;; esac
+        start_server "$kind" defer
+        dpid[$kind]=$SERVER_PID dport[$kind]=$CLOSE_PORT
+        defer_servers="$defer_servers $kind"
+    done
+fi
 hz=$(getconf CLK_TCK)
 
 run_one() { # run_one SCENARIO KIND ROUND
@@ -320,6 +337,7 @@ run_one() { # run_one SCENARIO KIND ROUND
     ka1000) conns=1000 ;;
     pipe16) extra=(-s "$here/pipeline.lua"); args=(-- 16) ;;
     close) port=${scport[$kind]}; extra=(-H "Connection: close") ;;
+    closedefer) pid=${dpid[$kind]} port=${dport[$kind]}; extra=(-H "Connection: close") ;;
     esac
     local wout="$raw/$scen.$kind.$round.wrk" before after c1a c1b c0a c0b wpid
     before=$(cpu_ticks "$pid") c1a=$(cpu_busy "$server_cpu") c0a=$(cpu_busy "$load_cpu")
@@ -354,9 +372,11 @@ EOF
 for scen in $scenarios; do
     [ "$scen" = idle ] && continue
     echo "$scen:"
+    who=$servers
+    [ "$scen" = closedefer ] && who=$defer_servers
     for r in $(seq "$rounds"); do
         # Rotate who goes first, so nobody always runs right after the same neighbour.
-        for kind in $(rotate "$r" $servers); do run_one "$scen" "$kind" "$r"; done
+        for kind in $(rotate "$r" $who); do run_one "$scen" "$kind" "$r"; done
     done
 done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw/meta"

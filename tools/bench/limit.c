@@ -9,7 +9,7 @@
  * SINGLE_ISSUER + DEFER_TASKRUN (falls back to a plain ring before 6.1).
  * No Date header, no routing, no request bodies: not a server, a yardstick.
  *
- *   bench-limit [--port P] [--close-port Q]
+ *   bench-limit [--port P] [--close-port Q] [--defer-accept S]
  *
  * Listens on 127.0.0.1:P (0 = any) and prints "listening on P [close Q]".
  * Connections to Q get "Connection: close" and are shut down once answered.
@@ -158,6 +158,8 @@ static void on_send(struct conn *c, int res)
         conn_end(c);
 }
 
+static int defer_accept_s; /* TCP_DEFER_ACCEPT on every listener; 0 = off */
+
 static int listen_on(int port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
@@ -165,6 +167,8 @@ static int listen_on(int port)
     socklen_t len = sizeof a;
     int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (defer_accept_s)
+        setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s, sizeof defer_accept_s);
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 4096) ||
         getsockname(fd, (struct sockaddr *)&a, &len)) {
         perror("bench-limit: listen");
@@ -181,6 +185,8 @@ int main(int argc, char **argv)
             port = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--close-port"))
             close_port = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--defer-accept"))
+            defer_accept_s = atoi(argv[i + 1]);
     }
     static const char body[] = "Content-Type: text/plain\r\nContent-Length: 13\r\n";
     for (int m = 0; m < 2; m++) {

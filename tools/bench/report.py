@@ -22,6 +22,7 @@ SCEN = [
     ("ka1000", "keep-alive, 1,000 conns"),
     ("pipe16", "pipelined x16, 100 conns"),
     ("close", "Connection: close, 100 conns"),
+    ("closedefer", "Connection: close, deferred accept (all), 100 conns"),
 ]
 ORDER = ["eddy", "nginx", "limit", "node", "tornado"]
 
@@ -189,6 +190,8 @@ def goals(rows):
                "ka1000", "cpu_ms_per_100k", "<=", 0.85)
     ratio_goal("pipelined x16 req/s >= 4x nginx", "pipe16", "rps", ">=", 4.0)
     ratio_goal("Connection: close CPU per request <= 0.8x nginx", "close", "cpu_ms_per_100k", "<=", 0.8)
+    ratio_goal("Connection: close CPU per request <= 0.8x nginx, both deferring accept (extra)",
+               "closedefer", "cpu_ms_per_100k", "<=", 0.8)
     for scen, n in (("ka100", "100"), ("ka1000", "1,000")):
         r, p = find(rows, scen, "rps"), find(rows, scen, "p99_ms")
         if not r or "eddy" not in r["ratios"] or not p or "eddy" not in p["ratios"]:

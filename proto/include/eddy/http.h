@@ -93,6 +93,13 @@ struct eddy_http_options {
     int reuseport;               /* nonzero: SO_REUSEPORT (one listener per loop/thread) */
     int listen_fd;               /* > 0: use this listening socket (the server closes it); 0 = create one */
     int backlog;                 /* listen backlog; 0 = 1024 */
+    unsigned defer_accept_s;     /* > 0: TCP_DEFER_ACCEPT on the listener: the kernel hands a
+                                    connection over only once the client's first bytes are in,
+                                    which saves a wake-up and an empty receive per connection
+                                    (Connection: close CPU per request -17%, docs/performance.md).
+                                    A silent client is seen (and its header_timeout_ms starts)
+                                    only after about this many seconds, rounded up to the
+                                    kernel's SYN-ACK retransmits (1, 3, 7, 15 ... s).  0 = off */
     unsigned max_conns;          /* connections; beyond: 503 and close.  0 = 10000 */
     unsigned max_pipeline;       /* requests queued per connection; 0 = 32 */
     unsigned max_uri;            /* request-target bytes, else 414; 0 = 4096 */
