@@ -1200,7 +1200,8 @@ static int on_url_complete(llhttp_t *p)
         return fail(s, rc);
     char *u = r->arena + r->url;
     /* absolute-form (RFC 9112 3.2.2): route on the path part */
-    if (r->urllen > 7 && (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8))) {
+    if (u[0] != '/' && r->urllen > 7 &&
+        (!strncasecmp(u, "http://", 7) || !strncasecmp(u, "https://", 8))) {
         char *sl = memchr(u + 8, '/', r->urllen - 8);
         uint32_t skip = sl ? (uint32_t)(sl - u) : r->urllen;
         r->url += skip;
@@ -1331,6 +1332,22 @@ static const char *hdr_get(const struct eddy_http_req *r, const char *name, unsi
     return v;
 }
 
+/* A character of uri-host [":" port] (RFC 3986 3.2.2): unreserved,
+ * pct-encoded, sub-delims, ":" and the brackets of an IP-literal. */
+static bool uri_host_char(unsigned char c)
+{
+    if (((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9'))
+        return true;
+    switch (c) {
+    case '-': case '.': case '_': case '~': case '%': case '!': case '$': case '&':
+    case '\'': case '(': case ')': case '*': case '+': case ',': case ';': case '=':
+    case ':': case '[': case ']':
+        return true;
+    default:
+        return false;
+    }
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct sess *s = P(p);
@@ -1344,18 +1361,38 @@ static int on_headers_complete(llhttp_t *p)
         return fail(s, 400);
     if (r->vmaj != 1 || r->vmin > 1)
         return fail(s, 505);
+    /* The fields the server itself checks, in one pass over the headers. */
+    const char *host = NULL, *te = NULL, *expect = NULL;
     unsigned nhost = 0, nte = 0;
-    hdr_get(r, "host", &nhost);
-    const char *te = hdr_get(r, "transfer-encoding", &nte);
+    for (unsigned i = 0; i < r->nh; i++) {
+        const char *n = r->arena + r->h[i].n, *v = r->arena + r->h[i].v;
+        switch (n[0] | 0x20) {
+        case 'h':
+            if (!strcasecmp(n, "host") && !nhost++)
+                host = v;
+            break;
+        case 't':
+            if (!strcasecmp(n, "transfer-encoding") && !nte++)
+                te = v;
+            break;
+        case 'e':
+            if (!expect && !strcasecmp(n, "expect"))
+                expect = v;
+            break;
+        }
+    }
     /* RFC 9112 3.2: a 1.1 request without Host, or with several, is 400. */
     if (nhost > 1 || (r->vmin == 1 && nhost == 0))
         return fail(s, 400);
     /* ... and so is a Host that is no uri-host [":" port] (RFC 3986 3.2.2:
      * reg-name, IPv4, IP-literal): no space, "@", "/", "?", "#" ... */
-    const char *host = hdr_get(r, "host", NULL);
-    if (host && host[strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                  "0123456789-._~%!$&'()*+,;=:[]")])
-        return fail(s, 400);
+    if (host) {
+        const unsigned char *h = (const unsigned char *)host;
+        while (*h && uri_host_char(*h))
+            h++;
+        if (*h)
+            return fail(s, 400);
+    }
     if (te) {
         /* RFC 9112 6.1: CL with TE, and TE in HTTP/1.0, are faulty framing. */
         if ((p->flags & F_CONTENT_LENGTH) || r->vmin == 0 || nte > 1)
@@ -1386,7 +1423,6 @@ static int on_headers_complete(llhttp_t *p)
      * continue when nothing else is queued ahead, so the interim answer
      * cannot overtake a final one.  Otherwise the client sends the body
      * after its own short wait anyway. */
-    const char *expect = hdr_get(r, "expect", NULL);
     if (expect && !strcasecmp(expect, "100-continue") && !s->head &&
         ((p->flags & F_CHUNKED) || p->content_length > 0)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -98,16 +98,20 @@ struct wpool {
 
 struct watchdog {
     unsigned stall_ms;
+    int64_t created_ns; /* before the thread starts; seq is 0 then */
     pthread_t thread;
     bool running;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool quit;
-    /* written by the loop thread around every callback */
+    /* written by the loop thread around every callback: no clock read */
     _Atomic uint64_t seq;        /* odd while a callback runs */
-    _Atomic int64_t start_ns;
     _Atomic(void *) fn;
     _Atomic(const char *) label;
+    /* written by the watchdog thread when it first sees a callback running */
+    _Atomic uint64_t seen_seq;   /* that callback's seq */
+    _Atomic int64_t seen_after;  /* it began after this (the tick before) */
+    _Atomic int64_t seen_at;     /* it was running at this (the first sighting) */
     _Atomic uint64_t reported;   /* seq the watchdog thread reported */
 };
 

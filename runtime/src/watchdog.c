@@ -2,8 +2,12 @@
  * The stall watchdog: a thread that looks at the callback the loop is
  * running and reports one that has held the loop past the threshold while
  * it is still blocked; the loop thread reports the total once it returns.
- * The loop's cost is a few relaxed atomic stores and a coarse clock read
- * per callback, and nothing at all when the watchdog is off.
+ * The loop's cost is a few relaxed atomic stores per callback and no clock
+ * read (nothing at all when the watchdog is off): the watchdog thread
+ * samples a sequence number every quarter threshold (1..50 ms) and times
+ * a callback from the first tick that sees it running.  So a stall is
+ * reported once it has surely lasted the threshold (up to a tick late), and
+ * the total is an upper bound, at most a tick too long.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -12,13 +16,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <time.h>
-
-static int64_t coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* "handler (apps/demo)" via the label, or dladdr, or the address. */
 static void describe(void *fn, const char *label, char *out, size_t n)
@@ -46,31 +43,44 @@ static void *watch(void *arg)
         tick = 1000000;
     if (tick > 50000000)
         tick = 50000000;
+    /* As when the thread was created: nothing ran yet (the thread itself
+     * may first run after the loop has entered a callback). */
+    uint64_t last_seq = 0;
+    int64_t last_tick = wd->created_ns;
     pthread_mutex_lock(&wd->mu);
     while (!wd->quit) {
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + tick;
+        int64_t t = mono_ns() + tick;
         ts.tv_sec = t / 1000000000;
         ts.tv_nsec = t % 1000000000;
         pthread_cond_timedwait(&wd->cv, &wd->mu, &ts);
         if (wd->quit)
             break;
+        int64_t now = mono_ns();
         uint64_t seq = atomic_load(&wd->seq);
-        if (!(seq & 1) || atomic_load(&wd->reported) == seq)
-            continue;
-        int64_t held = coarse_ns() - atomic_load(&wd->start_ns);
-        void *fn = atomic_load(&wd->fn);
-        const char *label = atomic_load(&wd->label);
-        if (held < threshold || atomic_load(&wd->seq) != seq)
-            continue;
-        atomic_store(&wd->reported, seq);
-        char name[256];
-        describe(fn, label, name, sizeof name);
-        eddy_loop_log(loop, EDDY_LOG_WARN,
-                      "loop stalled: callback %s has blocked the loop for %lld ms "
-                      "(threshold %u ms) and is still running",
-                      name, (long long)(held / 1000000), wd->stall_ms);
+        if ((seq & 1) && seq != last_seq) {
+            /* First sighting: it began after the previous tick. */
+            atomic_store_explicit(&wd->seen_after, last_tick, memory_order_relaxed);
+            atomic_store_explicit(&wd->seen_at, now, memory_order_relaxed);
+            atomic_store_explicit(&wd->seen_seq, seq, memory_order_release);
+        } else if ((seq & 1) && atomic_load(&wd->reported) != seq &&
+                   atomic_load(&wd->seen_seq) == seq &&
+                   now - atomic_load(&wd->seen_at) >= threshold) {
+            void *fn = atomic_load(&wd->fn);
+            const char *label = atomic_load(&wd->label);
+            if (atomic_load(&wd->seq) == seq) {
+                atomic_store(&wd->reported, seq);
+                char name[256];
+                describe(fn, label, name, sizeof name);
+                eddy_loop_log(loop, EDDY_LOG_WARN,
+                              "loop stalled: callback %s has blocked the loop for %lld ms "
+                              "(threshold %u ms) and is still running",
+                              name, (long long)((now - atomic_load(&wd->seen_after)) / 1000000),
+                              wd->stall_ms);
+            }
+        }
+        last_seq = seq;
+        last_tick = now;
     }
     pthread_mutex_unlock(&wd->mu);
     return NULL;
@@ -80,6 +90,7 @@ int watchdog_start(struct eddy_loop *loop, unsigned stall_ms)
 {
     struct watchdog *wd = &loop->wd;
     wd->stall_ms = stall_ms;
+    wd->created_ns = mono_ns();
     pthread_mutex_init(&wd->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -120,7 +131,6 @@ void watchdog_enter(struct eddy_loop *loop, struct eddy_op *op)
     struct watchdog *wd = &loop->wd;
     atomic_store_explicit(&wd->fn, (void *)op->cb, memory_order_relaxed);
     atomic_store_explicit(&wd->label, op->label, memory_order_relaxed);
-    atomic_store_explicit(&wd->start_ns, coarse_ns(), memory_order_relaxed);
     atomic_fetch_add_explicit(&wd->seq, 1, memory_order_release); /* odd: running */
 }
 
@@ -128,13 +138,17 @@ void watchdog_leave(struct eddy_loop *loop)
 {
     struct watchdog *wd = &loop->wd;
     uint64_t seq = atomic_fetch_add_explicit(&wd->seq, 1, memory_order_release);
-    int64_t held = coarse_ns() - atomic_load_explicit(&wd->start_ns, memory_order_relaxed);
-    if (held < (int64_t)wd->stall_ms * 1000000)
+    if (atomic_load_explicit(&wd->seen_seq, memory_order_acquire) != seq)
+        return; /* no tick saw it running: shorter than a tick */
+    int64_t now = mono_ns();
+    bool seen = atomic_load(&wd->reported) == seq;
+    if (!seen && now - atomic_load_explicit(&wd->seen_at, memory_order_relaxed) <
+                     (int64_t)wd->stall_ms * 1000000)
         return;
+    int64_t held = now - atomic_load_explicit(&wd->seen_after, memory_order_relaxed);
     loop->st.stalls++;
     char name[256];
     describe(atomic_load(&wd->fn), atomic_load(&wd->label), name, sizeof name);
-    bool seen = atomic_load(&wd->reported) == seq;
     eddy_loop_log(loop, EDDY_LOG_WARN,
                   "loop stalled: callback %s blocked the loop for %lld ms "
                   "(threshold %u ms)%s",

@@ -120,7 +120,12 @@ struct eddy_loop_options {
     unsigned entries;          /* SQ entries; 0 = 256.  Rounded up to a power of 2. */
     unsigned cq_entries;       /* CQ entries; 0 = 4 * entries */
     unsigned disable;          /* features to switch off (EDDY_FEAT_*) */
-    unsigned stall_ms;         /* stall watchdog threshold; 0 = off */
+    unsigned stall_ms;         /* stall watchdog threshold; 0 = off.  A thread samples the
+                                  running callback every quarter threshold (1..50 ms); the
+                                  loop pays a few atomic stores per callback, no clock read.
+                                  A callback is reported once it has surely run this long
+                                  (up to a quarter threshold late), while still running
+                                  and again with its total when it returns. */
     unsigned pool_threads;     /* worker pool threads; 0 = 4.  Started on first job. */
     int ignore_env;            /* nonzero: ignore EDDY_DISABLE/EDDY_COMPAT/EDDY_STALL_MS */
     eddy_log_fn log;           /* NULL: warnings and stall reports go to stderr */
