@@ -19,11 +19,13 @@
 # usage: tools/bench/bench-http.sh [--build-dir DIR] [--rounds N] [--time S]
 #            [--quick] [--idle-conns N]
 #            [--scenarios "idle ka100 ka1000 pipe16 close closedefer"]
-#            [--node] [--tornado] [--server-cpu C] [--load-cpu C]
+#            [--node] [--tornado] [--limit-direct] [--server-cpu C] [--load-cpu C]
 #            [--json FILE] [--md FILE] [--keep-raw DIR] [--no-build] [--no-setup]
 #   --quick     3 s runs, 1 round, 2,000 idle connections (smoke test only)
 #   --node      add a Node.js row (if node is installed)
 #   --tornado   add a Tornado row (if python3 can import tornado)
+#   --limit-direct  add a "limitd" row: bench-limit with registered (direct)
+#               descriptors for its connections
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,6 +44,7 @@ do_build=1
 do_setup=1
 want_node=0
 want_tornado=0
+want_limitd=0
 
 usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios=$2; shift 2 ;;
     --node) want_node=1; shift ;;
     --tornado) want_tornado=1; shift ;;
+    --limit-direct) want_limitd=1; shift ;;
     --server-cpu) server_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
@@ -91,6 +95,7 @@ for b in "$eddy_bin" "$limit_bin" "$idle_bin"; do
 done
 
 servers="eddy nginx limit"
+[ "$want_limitd" = 1 ] && servers="$servers limitd"
 if [ "$want_node" = 1 ]; then
     if command -v node >/dev/null; then servers="$servers node"
     else echo "bench-http: --node: node not installed, no Node.js row" >&2; fi
@@ -164,7 +169,8 @@ start_server() { # start_server KIND [defer]
         taskset -c "$server_cpu" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
             >"$dir/out" 2>"$dir/err" &
         comm=nginx ;;
-    limit)
+    limit|limitd)
+        [ "$kind" = limitd ] && lflags+=(--direct 1)
         taskset -c "$server_cpu" "$limit_bin" --port 0 --close-port 0 "${lflags[@]}" >"$dir/out" 2>"$dir/err" &
         comm=bench-limit ;;
     node)

@@ -9,7 +9,12 @@
  * SINGLE_ISSUER + DEFER_TASKRUN (falls back to a plain ring before 6.1).
  * No Date header, no routing, no request bodies: not a server, a yardstick.
  *
- *   bench-limit [--port P] [--close-port Q] [--defer-accept S]
+ *   bench-limit [--port P] [--close-port Q] [--defer-accept S] [--direct 1]
+ *
+ * --direct 1: accepted sockets go straight into the ring's registered file
+ * table (IORING_FILE_INDEX_ALLOC) and every op uses IOSQE_FIXED_FILE: no
+ * descriptor table, no fget/fput per op.  TCP_NODELAY then comes from the
+ * listener (inherited), as it does in eddy.
  *
  * Listens on 127.0.0.1:P (0 = any) and prints "listening on P [close Q]".
  * Connections to Q get "Connection: close" and are shut down once answered.
@@ -23,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -45,6 +51,15 @@ static char *bufs;
 static char resp[2][COPIES * 128];
 static size_t resp_len[2];
 static int lfd[2] = {-1, -1};
+static int defer_accept_s; /* TCP_DEFER_ACCEPT on every listener; 0 = off */
+static int direct;         /* connections as registered (direct) descriptors */
+
+/* With --direct, c->fd is an index into the registered file table. */
+static void sqe_fixed(struct io_uring_sqe *sqe)
+{
+    if (direct)
+        sqe->flags |= IOSQE_FIXED_FILE;
+}
 
 static struct io_uring_sqe *sqe_get(void)
 {
@@ -57,7 +72,10 @@ static struct io_uring_sqe *sqe_get(void)
 static void arm_accept(int which)
 {
     struct io_uring_sqe *sqe = sqe_get();
-    io_uring_prep_multishot_accept(sqe, lfd[which], NULL, NULL, 0);
+    if (direct)
+        io_uring_prep_multishot_accept_direct(sqe, lfd[which], NULL, NULL, 0);
+    else
+        io_uring_prep_multishot_accept(sqe, lfd[which], NULL, NULL, 0);
     io_uring_sqe_set_data64(sqe, which ? T_ACCEPT_CLOSE : T_ACCEPT);
 }
 
@@ -65,6 +83,7 @@ static void arm_recv(struct conn *c)
 {
     struct io_uring_sqe *sqe = sqe_get();
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+    sqe_fixed(sqe);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BGID;
     io_uring_sqe_set_data64(sqe, (uintptr_t)c | T_RECV);
@@ -86,12 +105,14 @@ static void arm_send(struct conn *c)
     struct io_uring_sqe *sqe = sqe_get();
     io_uring_prep_send(sqe, c->fd, resp[c->close_mode] + c->off, len,
                        MSG_NOSIGNAL | (last ? MSG_WAITALL : 0));
+    sqe_fixed(sqe);
     io_uring_sqe_set_data64(sqe, (uintptr_t)c | T_SEND);
     c->sending = 1;
     if (last) {
         sqe->flags |= IOSQE_IO_LINK;
         sqe = sqe_get();
         io_uring_prep_shutdown(sqe, c->fd, SHUT_WR);
+        sqe_fixed(sqe);
         io_uring_sqe_set_data64(sqe, T_IGNORE);
     }
 }
@@ -99,7 +120,10 @@ static void arm_send(struct conn *c)
 static void conn_end(struct conn *c)
 {
     struct io_uring_sqe *sqe = sqe_get();
-    io_uring_prep_close(sqe, c->fd);
+    if (direct)
+        io_uring_prep_close_direct(sqe, (unsigned)c->fd);
+    else
+        io_uring_prep_close(sqe, c->fd);
     io_uring_sqe_set_data64(sqe, T_IGNORE);
     free(c);
 }
@@ -152,13 +176,13 @@ static void on_send(struct conn *c, int res)
     } else if (!c->recv_done) {
         struct io_uring_sqe *sqe = sqe_get();
         io_uring_prep_shutdown(sqe, c->fd, SHUT_RDWR);
+        sqe_fixed(sqe);
         io_uring_sqe_set_data64(sqe, T_IGNORE);
     }
     if (c->recv_done)
         conn_end(c);
 }
 
-static int defer_accept_s; /* TCP_DEFER_ACCEPT on every listener; 0 = off */
 
 static int listen_on(int port)
 {
@@ -169,6 +193,8 @@ static int listen_on(int port)
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (defer_accept_s)
         setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_accept_s, sizeof defer_accept_s);
+    if (direct)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 4096) ||
         getsockname(fd, (struct sockaddr *)&a, &len)) {
         perror("bench-limit: listen");
@@ -187,6 +213,8 @@ int main(int argc, char **argv)
             close_port = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--defer-accept"))
             defer_accept_s = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--direct"))
+            direct = atoi(argv[i + 1]);
     }
     static const char body[] = "Content-Type: text/plain\r\nContent-Length: 13\r\n";
     for (int m = 0; m < 2; m++) {
@@ -222,6 +250,13 @@ int main(int argc, char **argv)
                               io_uring_buf_ring_mask(NBUFS), (int)i);
     io_uring_buf_ring_advance(br, NBUFS);
 
+    struct rlimit nofile;
+    getrlimit(RLIMIT_NOFILE, &nofile); /* the table may not be larger */
+    unsigned nfiles = nofile.rlim_cur < 65536 ? (unsigned)nofile.rlim_cur : 65536;
+    if (direct && (rc = io_uring_register_files_sparse(&ring, nfiles)) < 0) {
+        fprintf(stderr, "bench-limit: registered files: %s\n", strerror(-rc));
+        return 1;
+    }
     lfd[0] = listen_on(port);
     arm_accept(0);
     if (close_port >= 0) {
@@ -255,7 +290,8 @@ int main(int argc, char **argv)
             if (type == T_ACCEPT || type == T_ACCEPT_CLOSE) {
                 if (cqe->res >= 0) {
                     int one = 1;
-                    setsockopt(cqe->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    if (!direct)
+                        setsockopt(cqe->res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     c = calloc(1, sizeof *c);
                     c->fd = cqe->res;
                     c->close_mode = type == T_ACCEPT_CLOSE;

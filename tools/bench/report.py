@@ -24,7 +24,7 @@ SCEN = [
     ("close", "Connection: close, 100 conns"),
     ("closedefer", "Connection: close, deferred accept (all), 100 conns"),
 ]
-ORDER = ["eddy", "nginx", "limit", "node", "tornado"]
+ORDER = ["eddy", "nginx", "limit", "limitd", "node", "tornado"]
 
 
 def parse_wrk(path):
