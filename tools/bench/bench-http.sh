@@ -10,7 +10,9 @@
 # Connection: close (and, as closedefer, Connection: close with every
 # server's listener in TCP_DEFER_ACCEPT mode: eddy --defer-accept 1, nginx
 # "listen ... deferred", bench-limit --defer-accept 1; Node.js and Tornado
-# sit that one out).  Server CPU comes from /proc/PID/stat (utime + stime)
+# sit that one out), and the echo benchmark of the runtime (echo:
+# tools/bench-echo.sh, eddy-echo against an epoll echo server, 64 B and
+# 4 KiB messages, 100 connections, same rounds and run time).  Server CPU comes from /proc/PID/stat (utime + stime)
 # before and after each run.  Idle memory: RSS growth of a freshly started
 # server while bench-idle-conns holds N keep-alive connections (with and
 # without one request each).  Prints one table (medians, min..max, ratios
@@ -18,7 +20,7 @@
 #
 # usage: tools/bench/bench-http.sh [--build-dir DIR] [--rounds N] [--time S]
 #            [--quick] [--idle-conns N]
-#            [--scenarios "idle ka100 ka1000 pipe16 close closedefer"]
+#            [--scenarios "idle ka100 ka1000 pipe16 close closedefer echo"]
 #            [--node] [--tornado] [--limit-direct] [--server-cpu C] [--load-cpu C]
 #            [--json FILE] [--md FILE] [--keep-raw DIR] [--no-build] [--no-setup]
 #   --quick     3 s runs, 1 round, 2,000 idle connections (smoke test only)
@@ -34,7 +36,7 @@ build="$src/build/release"
 rounds=3
 secs=10
 idle_n=10000
-scenarios="idle ka100 ka1000 pipe16 close closedefer"
+scenarios="idle ka100 ka1000 pipe16 close closedefer echo"
 server_cpu=1
 load_cpu=0
 json=""
@@ -72,7 +74,7 @@ done
 [ "$rounds" -ge 1 ] || { echo "bench-http: --rounds must be >= 1" >&2; exit 2; }
 [ "$rounds" -ge 3 ] || echo "bench-http: warning: fewer than 3 rounds; medians mean little" >&2
 for s in $scenarios; do
-    case $s in ka100|ka1000|pipe16|close|closedefer|idle) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
+    case $s in ka100|ka1000|pipe16|close|closedefer|idle|echo) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
 done
 
 if [ "$do_setup" = 1 ] && ! { command -v wrk && command -v nginx; } >/dev/null 2>&1; then
@@ -85,7 +87,8 @@ done
 
 if [ "$do_build" = 1 ]; then
     cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEDDY_BUILD_TESTS=OFF >/dev/null
-    cmake --build "$build" -j"$(nproc)" --target eddy-demo bench-limit bench-idle-conns >/dev/null
+    cmake --build "$build" -j"$(nproc)" --target eddy-demo bench-limit bench-idle-conns \
+        eddy-echo echo-epoll echo-load >/dev/null
 fi
 eddy_bin="$build/apps/demo/eddy-demo"
 limit_bin="$build/tools/bench/bench-limit"
@@ -376,7 +379,7 @@ EOF
 }
 
 for scen in $scenarios; do
-    [ "$scen" = idle ] && continue
+    [ "$scen" = idle ] || [ "$scen" = echo ] && continue
     echo "$scen:"
     who=$servers
     [ "$scen" = closedefer ] && who=$defer_servers
@@ -385,6 +388,11 @@ for scen in $scenarios; do
         for kind in $(rotate "$r" $who); do run_one "$scen" "$kind" "$r"; done
     done
 done
+if [[ " $scenarios " == *" echo "* ]]; then
+    echo "echo (tools/bench-echo.sh):"
+    "$src/tools/bench-echo.sh" --build-dir "$build" --no-build --rounds "$rounds" --time "$secs" \
+        --server-cpu "$server_cpu" --load-cpu "$load_cpu" --json "$raw/echo.json" | tee "$raw/echo.out"
+fi
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$raw/meta"
 echo
 

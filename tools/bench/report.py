@@ -256,6 +256,19 @@ def table(servers, rows):
     return head, body
 
 
+def echo_lines(echo):
+    out = []
+    for sz in echo["sizes"]:
+        e, p = sz.get("eddy", {}), sz.get("epoll", {})
+        out.append("%s B: eddy %s msgs/s at %.3f CPU-us/msg, epoll %s at %.3f; eddy/epoll msgs/s %.3f, "
+                   "CPU/msg %.3f (paired per round: %.3f, %.3f)"
+                   % (sz["size"], "{:,.0f}".format(e.get("msgs_per_s_median", 0)),
+                      e.get("cpu_us_per_msg_median", 0), "{:,.0f}".format(p.get("msgs_per_s_median", 0)),
+                      p.get("cpu_us_per_msg_median", 0), sz["ratio_msgs_per_s"], sz["ratio_cpu_per_msg"],
+                      sz["paired_ratio_msgs_per_s"], sz["paired_ratio_cpu_per_msg"]))
+    return out
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -271,6 +284,10 @@ def main():
             sys.exit("report.py: unknown argument " + args[i])
         i += 2
     meta, runs, idle = load(raw)
+    echo = None
+    if os.path.exists(os.path.join(raw, "echo.json")):
+        with open(os.path.join(raw, "echo.json")) as f:
+            echo = json.load(f)
     servers, rows = build(meta, runs, idle)
     gl = goals(rows)
     head, body = table(servers, rows)
@@ -288,6 +305,12 @@ def main():
     print("goals (eddy against nginx, ratios of medians; 'within noise': the per-round ratios straddle the line):")
     for g in gl:
         print("  %-8s %s: %s" % (verdict(g), g["goal"], g["detail"]))
+    if echo:
+        print()
+        print("echo (eddy-echo against the epoll reference, %d connections; goal at 64 B: msgs/s >= 1.2x, CPU/msg <= 0.8x):"
+              % echo["conns"])
+        for line in echo_lines(echo):
+            print("  " + line)
     print()
     print("machine: %s, %s CPUs, kernel %s; servers on CPU %s, wrk -t1 on CPU %s; %s s x %s rounds; "
           "load average %s at start, %s at end"
@@ -298,7 +321,7 @@ def main():
         with open(jpath, "w") as f:
             json.dump({"meta": meta, "servers": servers,
                        "figures": [{k: v for k, v in r.items() if k != "format"} for r in rows],
-                       "goals": gl}, f, indent=1)
+                       "goals": gl, "echo": echo}, f, indent=1)
             f.write("\n")
     if mpath:
         with open(mpath, "w") as f:
@@ -309,6 +332,10 @@ def main():
             f.write("\nGoals (eddy against nginx):\n\n")
             for g in gl:
                 f.write("- **%s** — %s: %s\n" % (verdict(g), g["goal"], g["detail"]))
+            if echo:
+                f.write("\nEcho (eddy-echo against the epoll reference, %d connections):\n\n" % echo["conns"])
+                for line in echo_lines(echo):
+                    f.write("- " + line + "\n")
             f.write("\nMachine: %s, %s CPUs, %s GiB, kernel %s; nginx %s, wrk %s, node %s; eddy %s. "
                     "Servers pinned to CPU %s, wrk -t1 to CPU %s; %s s runs x %s rounds, interleaved; "
                     "%s idle connections. Load average %s at start, %s at end (%s).\n"
