@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Usage: run.sh <eddy build dir> <consumer source dir> [C compiler]
 # Installs the build into a temporary prefix, then builds and runs the
-# consumer against the installed package twice: with find_package(eddy) and
-# with `pkg-config --cflags --static --libs eddy`.  Both binaries must link
-# libeddy statically.
+# consumers (runtime, HTTP) against the installed package: with
+# find_package(eddy) and with `pkg-config --cflags --static --libs eddy` /
+# `eddy_http`.  Every binary must link libeddy statically.
 set -euo pipefail
 
 build=$1
@@ -88,5 +88,19 @@ test "$(realpath "$pc_prefix")" = "$(realpath "$prefix")" ||
     fail "compiling the consumer with pkg-config flags"
 check_static "$tmp/consumer-pc"
 run_ok "$tmp/consumer-pc"
+
+step "pkg-config --cflags --static --libs eddy_http"
+test -f "$(dirname "$pc")/eddy_http.pc" || fail "eddy_http.pc not installed"
+flags=$(pkg-config --cflags --static --libs eddy_http) || fail "pkg-config eddy_http"
+echo "flags: $flags"
+case " $flags " in
+*" -leddy_http "*" -leddy "*) ;;
+*) fail "pkg-config --static --libs eddy_http lacks -leddy_http before -leddy" ;;
+esac
+# shellcheck disable=SC2086 # flags are words
+"$cc" -std=gnu11 -Wall -Wextra -Werror "$src/http_main.c" -o "$tmp/consumer-http-pc" $flags ||
+    fail "compiling the HTTP consumer with pkg-config flags"
+check_static "$tmp/consumer-http-pc"
+run_ok "$tmp/consumer-http-pc"
 
 echo "install test passed"
