@@ -129,6 +129,7 @@ struct eddy_loop {
     struct eddy_loop_stats st;
     _Atomic int stop;
     bool closing;                /* destroy: internal ops must not re-arm */
+    bool bound;                  /* the first eddy_loop_run() took its thread */
     _Atomic int wake_pending;
     _Atomic(struct eddy_op *) ts_head; /* posts and finished work from other threads */
     int wake_fd;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -201,11 +202,14 @@ static int setup_ring(struct eddy_loop *loop, unsigned disable)
     static const struct {
         unsigned flags, needs;
     } tiers[] = {
+        /* A single-issuer ring is born disabled: it belongs to the task
+         * that enables it, which is the thread that first runs the loop. */
         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-             IORING_SETUP_SUBMIT_ALL,
+             IORING_SETUP_SUBMIT_ALL | IORING_SETUP_R_DISABLED,
          EDDY_FEAT_SINGLE_ISSUER | EDDY_FEAT_DEFER_TASKRUN},
         {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN |
-             IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+             IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL |
+             IORING_SETUP_R_DISABLED,
          EDDY_FEAT_SINGLE_ISSUER | EDDY_FEAT_COOP_TASKRUN},
         {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
              IORING_SETUP_SUBMIT_ALL,
@@ -339,8 +343,13 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
     if (rc < 0)
         goto err_free;
     probe_features(loop);
-    if (!(disable & EDDY_FEAT_REG_RING_FD) && io_uring_register_ring_fd(&loop->ring) == 1)
+    /* The registered ring fd lives in the registering thread's io_uring
+     * context: only see here that the kernel has it, and register for real
+     * on the thread that runs the loop (loop_bind). */
+    if (!(disable & EDDY_FEAT_REG_RING_FD) && io_uring_register_ring_fd(&loop->ring) == 1) {
         loop->features |= EDDY_FEAT_REG_RING_FD;
+        io_uring_unregister_ring_fd(&loop->ring);
+    }
     loop->features &= ~disable;
 
     loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -915,8 +924,35 @@ static bool alive(const struct eddy_loop *loop)
     return loop->active || loop->refs || loop->pending.head;
 }
 
+/*
+ * Binds the loop to the calling thread: the first eddy_loop_run() does it
+ * (or eddy_loop_destroy() of a loop never run).  Until then the loop may be
+ * set up on the thread that created it and handed over; a disabled
+ * single-issuer ring is enabled here, so the kernel takes this thread as
+ * its submitter, and the ring fd is registered in this thread's context.
+ */
+static int loop_bind(struct eddy_loop *loop)
+{
+    if (loop->setup_flags & IORING_SETUP_R_DISABLED) {
+        /* liburing 2.3 has no io_uring_enable_rings() */
+        if (syscall(__NR_io_uring_register, loop->ring.ring_fd,
+                    IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+            return -errno;
+    }
+    loop->owner = pthread_self();
+    loop->bound = true;
+    if ((loop->features & EDDY_FEAT_REG_RING_FD) && io_uring_register_ring_fd(&loop->ring) != 1)
+        loop->features &= ~(unsigned)EDDY_FEAT_REG_RING_FD;
+    return 0;
+}
+
 int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode)
 {
+    if (!loop->bound) {
+        int rc = loop_bind(loop);
+        if (rc < 0)
+            return rc;
+    }
     assert(pthread_equal(pthread_self(), loop->owner));
     int rc = 0;
     for (;;) {
@@ -987,6 +1023,8 @@ int eddy_loop_destroy(struct eddy_loop *loop)
     assert(pthread_equal(pthread_self(), loop->owner));
     if (loop->active || loop->pending.head)
         return -EBUSY;
+    if (!loop->bound)
+        loop_bind(loop); /* the internal ops' cancels need a live ring */
     loop->closing = true;
     drain_internal(loop, &loop->wake_op);
     drain_internal(loop, &loop->sig_op);

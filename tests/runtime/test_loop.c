@@ -185,6 +185,165 @@ static void test_long_callback_flushes(void **state)
     close(late.fds[1]);
 }
 
+/* ---- set up on one thread, run on another -------------------------------- */
+
+struct handover {
+    struct eddy_loop *loop;   /* set up by the test thread, run by the runner */
+    struct eddy_op timer, post, tspost, msg, late;
+    pthread_t runner;
+    int ran_elsewhere, ran_here, timer_calls, post_calls, ts_calls, msg_calls, late_calls;
+    int run_rc, destroy_rc;
+    int fds[2];
+    struct eddy_op rop;
+    char rbuf[16];
+    int recv_res;
+};
+
+static void ho_note(struct handover *h)
+{
+    if (pthread_equal(pthread_self(), h->runner))
+        h->ran_elsewhere++;
+    else
+        h->ran_here++;
+}
+
+static void ho_timer(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->timer_calls += res == 0;
+}
+
+static void ho_post(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->post_calls += res == 0;
+}
+
+static void ho_ts(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->ts_calls += res == 0;
+}
+
+static void ho_msg(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->msg_calls += res == 0;
+}
+
+static void ho_late(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->late_calls += res == 0;
+}
+
+static void ho_recv(struct eddy_op *op, int res)
+{
+    struct handover *h = op->data;
+    ho_note(h);
+    h->recv_res = res;
+    /* started from a callback on the runner: this thread owns the loop now */
+    h->late.data = h;
+    assert_int_equal(eddy_timer(h->loop, &h->late, 5, ho_late), 0);
+}
+
+static void ho_unref(struct eddy_op *op, int res)
+{
+    (void)res;
+    eddy_loop_unref(op->data);
+    eddy_loop_unref(op->data);
+}
+
+static void *ho_run(void *arg)
+{
+    struct handover *h = arg;
+    h->run_rc = eddy_loop_run(h->loop, EDDY_RUN_DEFAULT);
+    h->destroy_rc = eddy_loop_destroy(h->loop);
+    return NULL;
+}
+
+/* A loop set up on this thread (timer, post, receive, a thread-safe post
+ * and a loop-to-loop post sent before it ever ran) and handed to another
+ * thread: its first eddy_loop_run() takes that thread — every callback runs
+ * there, ops started there work, and it is destroyed there. */
+static void test_handover(void **state)
+{
+    (void)state;
+    static struct handover h;
+    memset(&h, 0, sizeof h);
+    h.loop = ts_loop_new(NULL);
+    h.timer.data = h.post.data = h.tspost.data = h.msg.data = h.rop.data = &h;
+    assert_int_equal(eddy_timer(h.loop, &h.timer, 20, ho_timer), 0);
+    assert_int_equal(eddy_post(h.loop, &h.post, ho_post), 0);
+    ts_tcp_pair(h.fds);
+    assert_int_equal(eddy_recv(h.loop, &h.rop, h.fds[1], h.rbuf, sizeof h.rbuf, 0, ho_recv), 0);
+    assert_int_equal(write(h.fds[0], "hand", 4), 4);
+    eddy_post_threadsafe(h.loop, &h.tspost, ho_ts);
+    eddy_loop_ref(h.loop); /* the thread-safe post is not an active op */
+    /* From another loop, over MSG_RING where the kernel has it: the target
+     * ring is not enabled yet, so the kernel refuses and the post falls
+     * back to the thread-safe path. */
+    struct eddy_loop *from = ts_loop_new(NULL);
+    eddy_post_to(from, h.loop, &h.msg, ho_msg);
+    eddy_loop_ref(h.loop);
+    assert_true(eddy_loop_run(from, EDDY_RUN_NOWAIT) >= 0);
+    for (int i = 0; i < 20; i++) {
+        usleep(1000);
+        assert_true(eddy_loop_run(from, EDDY_RUN_NOWAIT) >= 0);
+    }
+    ts_loop_free(from);
+    assert_int_equal(h.ran_here + h.ran_elsewhere, 0); /* nothing ran yet */
+
+    /* The refs: dropped by the runner once both posts came in. */
+    assert_int_equal(pthread_create(&h.runner, NULL, ho_run, &h), 0);
+    int64_t t0 = ts_now_ms();
+    while ((!h.ts_calls || !h.msg_calls) && ts_now_ms() - t0 < 5000)
+        usleep(1000);
+    assert_int_equal(h.ts_calls, 1);
+    assert_int_equal(h.msg_calls, 1);
+    /* The runner owns the loop now; eddy_loop_unref() is a loop-thread call,
+     * so the runner drops the refs through a post of its own. */
+    static struct eddy_op unref_op;
+    unref_op.data = h.loop;
+    eddy_post_threadsafe(h.loop, &unref_op, ho_unref);
+    pthread_join(h.runner, NULL);
+    assert_int_equal(h.run_rc, 0);
+    assert_int_equal(h.destroy_rc, 0);
+    assert_int_equal(h.timer_calls, 1);
+    assert_int_equal(h.post_calls, 1);
+    assert_int_equal(h.recv_res, 4);
+    assert_memory_equal(h.rbuf, "hand", 4);
+    assert_int_equal(h.late_calls, 1);
+    assert_int_equal(h.ran_here, 0);
+    assert_int_equal(h.ran_elsewhere, 6); /* timer, post, recv, the two posts, late */
+    close(h.fds[0]);
+    close(h.fds[1]);
+}
+
+/* A loop that never ran can still be destroyed on its own thread at once. */
+static void test_destroy_never_run(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_op op = EDDY_OP_INIT;
+    assert_int_equal(eddy_timer(loop, &op, 10, count_cb), 0);
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_cancel(loop, &op), 0);
+    calls = 0;
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(calls, 1);
+    struct eddy_loop *idle = ts_loop_new(NULL);
+    int64_t t0 = ts_now_ms();
+    ts_loop_free(idle);
+    assert_true(ts_now_ms() - t0 < 500);
+    ts_loop_free(loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -196,6 +355,8 @@ int main(void)
         cmocka_unit_test(test_stop_from_thread),
         cmocka_unit_test(test_features_env),
         cmocka_unit_test(test_long_callback_flushes),
+        cmocka_unit_test(test_handover),
+        cmocka_unit_test(test_destroy_never_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,10 +22,14 @@
  *   - A full submission queue is not the caller's problem: the op is queued
  *     and submitted after the next flush.
  *
- * Threads: one loop per thread.  A loop is bound to the thread that called
- * eddy_loop_init(); every function here must be called from that thread,
- * except eddy_loop_stop(), eddy_post_threadsafe() and eddy_strerror()
- * (and eddy_post_to(), from the sending loop's thread).
+ * Threads: one loop per thread.  A loop belongs to the thread that created
+ * it until it first runs; the first eddy_loop_run() binds it to the thread
+ * that calls it.  So a loop may be set up (ops started, servers listening)
+ * on one thread and handed over — with the usual synchronization, such as
+ * pthread_create() — to the thread that runs it.  Every function here must
+ * be called from the owning thread, except eddy_loop_stop(),
+ * eddy_post_threadsafe() and eddy_strerror() (and eddy_post_to(), from the
+ * sending loop's thread).
  *
  * Errors: functions return 0 (or a count) on success and a negative errno
  * on failure.  Callback results are the kernel's: bytes or a descriptor on
@@ -221,7 +225,8 @@ void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned m
  * ---------------------------------------------------------------------- */
 
 /*
- * Creates a loop and its ring on the calling thread.  opts may be NULL.
+ * Creates a loop and its ring.  opts may be NULL.  The loop belongs to the
+ * calling thread until its first eddy_loop_run() (see Threads, above).
  * Environment (unless opts->ignore_env): EDDY_DISABLE=<names> and
  * EDDY_COMPAT=5.10 switch features off; EDDY_STALL_MS=<n> sets the
  * watchdog threshold when opts leaves it 0.
@@ -247,7 +252,11 @@ enum eddy_run_mode {
 
 /*
  * Runs the loop.  Returns the number of active operations left (0 when the
- * loop ran out of work), or a negative errno on a fatal ring error.
+ * loop ran out of work), or a negative errno on a fatal ring error.  The
+ * first call binds the loop to the calling thread (see Threads, above):
+ * a single-issuer ring is created disabled and enabled here, so the kernel
+ * takes this thread as its submitter; ops started before wait in the
+ * submission queue until then.
  */
 int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode);
 
