@@ -40,6 +40,7 @@ struct hsrv {
     int destroy_rc, loop_destroy_rc;
     unsigned drain_ms;         /* drain for the final shutdown */
     _Atomic long allocs;       /* calls of the loop's allocator that allocate */
+    int handover;              /* set up on the starting thread, run on the server thread */
 };
 
 static void *count_alloc(void *ud, void *ptr, size_t size)
@@ -237,16 +238,16 @@ static void h_shutdown(struct eddy_http_req *req, void *ud)
                               on_done, h);
 }
 
-static void *hsrv_main(void *arg)
+/* Loop, server, routes, listen; 0 or -errno (port set to -1). */
+static int hsrv_setup(struct hsrv *h)
 {
-    struct hsrv *h = arg;
     struct eddy_loop_options lo;
     eddy_loop_options_init(&lo);
     lo.alloc = count_alloc;
     lo.alloc_ud = h;
     if (eddy_loop_init(&h->loop, &lo) < 0) {
         atomic_store(&h->port, -1);
-        return NULL;
+        return -1;
     }
     int rc = eddy_http_server_init(&h->srv, h->loop, &h->o);
     struct {
@@ -276,9 +277,16 @@ static void *hsrv_main(void *arg)
         rc = eddy_http_server_listen(h->srv);
     if (rc < 0) {
         atomic_store(&h->port, -1);
-        return NULL;
+        return rc;
     }
     atomic_store(&h->port, eddy_http_server_port(h->srv));
+    return 0;
+}
+
+/* Runs the server until stopped, then shuts it down and frees it all. */
+static void *hsrv_serve(void *arg)
+{
+    struct hsrv *h = arg;
     eddy_loop_run(h->loop, EDDY_RUN_DEFAULT);
     if (!atomic_load(&h->done_calls))
         eddy_http_server_shutdown(h->srv, h->drain_ms, on_done, h); /* -EALREADY if a handler did */
@@ -297,10 +305,25 @@ static void *hsrv_main(void *arg)
     return NULL;
 }
 
+static void *hsrv_main(void *arg)
+{
+    struct hsrv *h = arg;
+    if (hsrv_setup(h) < 0)
+        return NULL;
+    return hsrv_serve(h);
+}
+
+/* h->handover: set the server up on this thread and hand the loop to the
+ * server thread (the first eddy_loop_run() there takes it over). */
 static void hsrv_start(struct hsrv *h)
 {
     atomic_store(&h->port, 0);
     atomic_store(&h->second_rc, 1);
+    if (h->handover) {
+        assert_int_equal(hsrv_setup(h), 0);
+        assert_int_equal(pthread_create(&h->th, NULL, hsrv_serve, h), 0);
+        return;
+    }
     assert_int_equal(pthread_create(&h->th, NULL, hsrv_main, h), 0);
     int64_t end = ts_now_ms() + 5000;
     while (atomic_load(&h->port) == 0 && ts_now_ms() < end)

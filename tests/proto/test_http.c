@@ -735,6 +735,27 @@ static void test_reuseport(void **state)
     assert_int_equal(eddy_http_listen_socket("nonsense", 0, 0, 1), -EINVAL);
 }
 
+/* A server set up on this thread (loop, buffer pool, listener, accept)
+ * and run by another: the first eddy_loop_run() there takes the loop over. */
+static void test_handover_server(void **state)
+{
+    (void)state;
+    struct hsrv h;
+    memset(&h, 0, sizeof h);
+    h.o.host = "127.0.0.1";
+    h.handover = 1;
+    hsrv_start(&h);
+    int port = atomic_load(&h.port);
+    char body[64];
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(simple_get(port, "/plaintext", body, sizeof body), 200);
+        assert_string_equal(body, "Hello, World!");
+    }
+    assert_int_equal(simple_get(port, "/async", NULL, 0), 200);
+    hsrv_stop(&h);
+    assert_int_equal(h.st.requests, 11);
+}
+
 static void test_conn_cap(void **state)
 {
     (void)state;
@@ -894,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_unit_api),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_reuseport),
+        cmocka_unit_test(test_handover_server),
         cmocka_unit_test(test_conn_cap),
         cmocka_unit_test(test_graceful_shutdown),
         cmocka_unit_test(test_shutdown_deadline),
