@@ -743,7 +743,7 @@ int eddy_http_stream_end(struct eddy_http_req *r)
 
 static void send_done(struct eddy_op *op, int res);
 
-/* Sends every answer that is ready, in request order, in one sendmsg. */
+/* Sends every answer that is ready, in request order, in one send(msg). */
 static void sess_flush(struct sess *s)
 {
     struct conn *c = s->c;
@@ -786,12 +786,20 @@ static void sess_flush(struct sess *s)
         eddy_post(c->srv->loop, &s->sop, send_done);
         return;
     }
-    memset(&s->msg, 0, sizeof s->msg);
-    s->msg.msg_iov = s->iov;
-    s->msg.msg_iovlen = n;
     s->sop.data = s;
     c->srv->st.sends++;
-    int rc = eddy_sendmsg(c->srv->loop, &s->sop, c->fd, &s->msg, 0, send_done);
+    int rc;
+    if (n == 1) {
+        /* One answer (the usual case): a plain send, which spares the kernel
+         * copying in a msghdr and an iovec. */
+        rc = eddy_send(c->srv->loop, &s->sop, c->fd, s->iov[0].iov_base, s->iov[0].iov_len,
+                       0, send_done);
+    } else {
+        memset(&s->msg, 0, sizeof s->msg);
+        s->msg.msg_iov = s->iov;
+        s->msg.msg_iovlen = n;
+        rc = eddy_sendmsg(c->srv->loop, &s->sop, c->fd, &s->msg, 0, send_done);
+    }
     if (rc < 0) {
         conn_close(c);
         return;

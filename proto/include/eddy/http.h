@@ -204,7 +204,7 @@ int eddy_http_server_destroy(struct eddy_http_server *srv);
 struct eddy_http_stats {
     uint64_t accepted, requests, responses, errors; /* errors: answered by the server (4xx/5xx) */
     uint64_t timeouts, rejected;                    /* timeouts closed; rejected over max_conns */
-    uint64_t sends;                                 /* sendmsg operations (one carries every answer ready) */
+    uint64_t sends;                                 /* send operations (one carries every answer ready) */
     uint64_t read_stops;                            /* reading stopped for back-pressure */
     unsigned conns;                                 /* open now */
     unsigned conn_size;                             /* sizeof the per-connection struct */
