@@ -61,9 +61,9 @@
 #define HEAD_RESERVE 192u   /* room in front of the out buffer for the status line and fixed headers */
 #define OUT_INIT 512u
 #define OUT_KEEP (64u * 1024) /* larger buffers are not kept by a recycled request */
-#define MAX_IOV 64u         /* one iovec per answer: up to 64 answers per sendmsg */
+#define MAX_IOV 64u         /* one iovec per answer: up to 64 answers per send */
 #define PEND_STOP (64u * 1024) /* stashed bytes beyond which reading stops */
-#define SEND_MAX (256u * 1024) /* bytes per sendmsg: each completion is progress for the send timeout */
+#define SEND_MAX (256u * 1024) /* bytes per send: each completion is progress for the send timeout */
 
 enum tlist { TL_NONE, TL_HEAD, TL_BODY, TL_IDLE, TL_SEND, TL_LINGER, TL_EOF, TL_COUNT };
 
@@ -814,9 +814,10 @@ static void conn_linger(struct conn *c)
 {
     shutdown(c->fd, SHUT_WR);
     c->flags |= C_LINGER;
-    if (!eddy_op_active(&c->rop) &&
-        ((c->flags & (C_EOF | C_READSTOP)) ||
-         eddy_recv_multi(c->srv->loop, &c->rop, c->fd, c->srv->pool, recv_cb) < 0)) {
+    bool reading = eddy_op_active(&c->rop);
+    if (!reading && !(c->flags & (C_EOF | C_READSTOP))) /* the first receive ended */
+        reading = eddy_recv_multi(c->srv->loop, &c->rop, c->fd, c->srv->pool, recv_cb) == 0;
+    if (!reading) {
         conn_close(c);
         return;
     }
@@ -1324,22 +1325,6 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
-static const char *hdr_get(const struct eddy_http_req *r, const char *name, unsigned *count)
-{
-    const char *v = NULL;
-    unsigned k = 0;
-    for (unsigned i = 0; i < r->nh; i++) {
-        if (!strcasecmp(r->arena + r->h[i].n, name)) {
-            if (!v)
-                v = r->arena + r->h[i].v;
-            k++;
-        }
-    }
-    if (count)
-        *count = k;
-    return v;
-}
-
 /* A character of uri-host [":" port] (RFC 3986 3.2.2): unreserved,
  * pct-encoded, sub-delims, ":" and the brackets of an IP-literal. */
 static bool uri_host_char(unsigned char c)
@@ -1608,7 +1593,7 @@ static int method_judge(struct sess *s, const char *pos, const char *data, size_
 static void dispatch_new(struct sess *s)
 {
     /* Handlers answer synchronously into out; one flush afterwards sends
-     * the whole batch in one sendmsg. */
+     * the whole batch in one send. */
     for (struct eddy_http_req *r = s->head; r; r = r->next) {
         if (r->flags & R_DISPATCHED)
             continue;
@@ -2423,7 +2408,10 @@ const char *eddy_http_arg(struct eddy_http_req *r, const char *name, const char 
 
 const char *eddy_http_header(const struct eddy_http_req *r, const char *name)
 {
-    return hdr_get(r, name, NULL);
+    for (unsigned i = 0; i < r->nh; i++)
+        if (!strcasecmp(r->arena + r->h[i].n, name))
+            return r->arena + r->h[i].v;
+    return NULL;
 }
 
 int eddy_http_header_at(const struct eddy_http_req *r, unsigned n, const char **name,

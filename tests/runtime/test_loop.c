@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -191,6 +192,7 @@ struct handover {
     struct eddy_loop *loop;   /* set up by the test thread, run by the runner */
     struct eddy_op timer, post, tspost, msg, late;
     pthread_t runner;
+    _Atomic(pthread_t) runner_self; /* what the runner itself says it is */
     int ran_elsewhere, ran_here, timer_calls, post_calls, ts_calls, msg_calls, late_calls;
     int run_rc, destroy_rc;
     int fds[2];
@@ -201,7 +203,7 @@ struct handover {
 
 static void ho_note(struct handover *h)
 {
-    if (pthread_equal(pthread_self(), h->runner))
+    if (pthread_equal(pthread_self(), atomic_load(&h->runner_self)))
         h->ran_elsewhere++;
     else
         h->ran_here++;
@@ -262,6 +264,7 @@ static void ho_unref(struct eddy_op *op, int res)
 static void *ho_run(void *arg)
 {
     struct handover *h = arg;
+    atomic_store(&h->runner_self, pthread_self()); /* before any callback runs */
     h->run_rc = eddy_loop_run(h->loop, EDDY_RUN_DEFAULT);
     h->destroy_rc = eddy_loop_destroy(h->loop);
     return NULL;

@@ -55,7 +55,7 @@
  * Pipelining: requests on one connection are handled as they arrive (a
  * later handler may run, and answer, before an earlier one has answered),
  * but answers go out strictly in request order.  Answers that are ready
- * together go out together, in one sendmsg.  At most max_pipeline requests
+ * together go out together, in one send.  At most max_pipeline requests
  * wait per connection; beyond that the server stops reading it.
  *
  * Errors: functions return 0 or a negative errno.  Malformed or
