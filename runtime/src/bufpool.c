@@ -56,6 +56,7 @@ int eddy_bufpool_init(struct eddy_loop *loop, struct eddy_bufpool **out,
                 io_uring_buf_ring_add(pool->br, pool->mem + (size_t)i * size, size,
                                       (unsigned short)i, mask, (int)i);
             io_uring_buf_ring_advance(pool->br, (int)count);
+            eddy_loop_attach(loop);
             *out = pool;
             return 0;
         }
@@ -70,6 +71,7 @@ int eddy_bufpool_init(struct eddy_loop *loop, struct eddy_bufpool **out,
     for (unsigned i = 0; i < count; i++)
         pool->free_ids[i] = (uint16_t)(count - 1 - i);
     pool->nfree = count;
+    eddy_loop_attach(loop);
     *out = pool;
     return 0;
 
@@ -94,6 +96,7 @@ int eddy_bufpool_destroy(struct eddy_bufpool *pool)
     loop_free(loop, pool->free_ids);
     loop_free(loop, pool->mem);
     loop_free(loop, pool);
+    eddy_loop_detach(loop);
     return 0;
 }
 

@@ -123,6 +123,7 @@ struct eddy_loop {
     int64_t now_ns;
     int64_t flush_mark;          /* coarse ns: when queued SQEs last went out */
     unsigned active, refs;
+    unsigned attached;           /* pools, servers, clients built on the loop */
     unsigned inflight;           /* SQEs the kernel holds */
     struct oplist pending;       /* final callbacks for the next iteration */
     struct oplist sq_wait;       /* ops waiting for SQEs */

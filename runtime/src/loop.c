@@ -798,6 +798,22 @@ void eddy_loop_unref(struct eddy_loop *loop)
     loop->refs--;
 }
 
+void eddy_loop_attach(struct eddy_loop *loop)
+{
+    loop->attached++;
+}
+
+void eddy_loop_detach(struct eddy_loop *loop)
+{
+    assert(loop->attached > 0);
+    loop->attached--;
+}
+
+unsigned eddy_loop_attached(const struct eddy_loop *loop)
+{
+    return loop->attached;
+}
+
 /* Re-tries ops that waited for SQ room, in order. */
 static void flush_sq_wait(struct eddy_loop *loop)
 {
@@ -1021,7 +1037,7 @@ static void drain_internal(struct eddy_loop *loop, struct eddy_op *op)
 int eddy_loop_destroy(struct eddy_loop *loop)
 {
     assert(pthread_equal(pthread_self(), loop->owner));
-    if (loop->active || loop->pending.head)
+    if (loop->active || loop->pending.head || loop->attached)
         return -EBUSY;
     if (!loop->bound)
         loop_bind(loop); /* the internal ops' cancels need a live ring */

@@ -240,9 +240,24 @@ const char *eddy_loop_init_explain(int err);
 
 /*
  * Frees the loop.  Returns -EBUSY (and frees nothing) while operations are
- * active: cancel them and run the loop until they end first.
+ * active, or while anything is still attached to it (a buffer pool, an HTTP
+ * server or client: see eddy_loop_attach()).  The teardown order is the
+ * reverse of set-up: cancel what runs and run the loop until it ends, destroy
+ * what was built on the loop (servers and clients, then buffer pools), then
+ * destroy the loop.
  */
 int eddy_loop_destroy(struct eddy_loop *loop);
+
+/*
+ * For objects built on a loop that outlive single operations (eddy's buffer
+ * pools, HTTP servers and clients; yours too): attach when created, detach
+ * when destroyed.  While any attachment remains eddy_loop_destroy() returns
+ * -EBUSY instead of freeing memory the object still points to.  Counted;
+ * loop thread only.  eddy_loop_attached() gives the count.
+ */
+void eddy_loop_attach(struct eddy_loop *loop);
+void eddy_loop_detach(struct eddy_loop *loop);
+unsigned eddy_loop_attached(const struct eddy_loop *loop);
 
 enum eddy_run_mode {
     EDDY_RUN_DEFAULT = 0, /* until no operation is active, or stopped */
