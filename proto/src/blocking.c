@@ -152,7 +152,7 @@ static int recv_response(int fd, struct eddy_resp_parser *rp, int64_t deadline)
 }
 
 int eddy_http_blocking_fetch(const char *url, const char *method,
-                             const struct eddy_http_arg *args, size_t nargs,
+                             const struct eddy_http_pair *args, size_t nargs,
                              unsigned timeout_ms, struct eddy_http_response *out)
 {
     memset(out, 0, sizeof *out);

@@ -1,7 +1,8 @@
 /*
  * The asynchronous HTTP/1.1 client: per-origin keep-alive pools with a
- * connection cap and a FIFO queue beyond it, names resolved on the worker
- * pool, one request at a time per connection (no pipelining).
+ * connection cap and a FIFO queue beyond it, names resolved by the client's
+ * own resolver threads, one request at a time per connection (no
+ * pipelining).
  *
  * Lifetimes.  A fetch's callback runs only when nothing of the client still
  * refers to the fetch's memory: its request timer has ended (it is
@@ -17,6 +18,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,6 +31,7 @@ enum { C_CONNECTING = 1, C_SENDING, C_RECEIVING, C_IDLE, C_CLOSING };
 enum { RS_NONE = 0, RS_BUSY, RS_OK };
 #define MAX_ADDRS 4
 #define RBUF_SIZE 16384
+#define RESOLVER_THREADS 2
 
 struct conn;
 
@@ -40,7 +44,9 @@ struct origin {
     int naddrs;
     struct sockaddr_storage addrs[MAX_ADDRS];
     socklen_t addrlens[MAX_ADDRS];
-    struct eddy_op work;
+    struct origin *rnext;             /* the resolver's queue */
+    int rres;                         /* the resolution's result */
+    struct eddy_op resolved;          /* posts the result back to the loop */
     unsigned nconns;                  /* every connection, closing ones too */
     struct conn *idle_head, *idle_tail; /* most recently used first */
     struct eddy_http_fetch *qhead, *qtail;
@@ -63,8 +69,27 @@ struct conn {
     char rbuf[RBUF_SIZE];
 };
 
+/*
+ * Name resolution has threads of its own rather than the loop's worker
+ * pool, whose threads users fill with blocking work of their own: a fetch
+ * must not wait behind that.  Up to RESOLVER_THREADS threads, started when
+ * a name is queued and no thread is idle, living until the client is
+ * destroyed.  The mutex guards the queue, the counts and stop; an origin in
+ * the queue or being resolved belongs to the resolver until its result is
+ * posted back.
+ */
+struct resolver {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct origin *head, *tail;       /* names waiting for a thread */
+    unsigned nwait, nidle, nthreads;
+    int stop;
+    pthread_t th[RESOLVER_THREADS];
+};
+
 struct eddy_http_client {
     struct eddy_loop *loop;
+    struct resolver rs;
     struct eddy_http_client_options o;
     struct origin *origins;
     struct eddy_http_fetch *active;
@@ -91,6 +116,16 @@ int eddy_http_client_init(struct eddy_http_client **out, struct eddy_loop *loop,
     if (!cli)
         return -ENOMEM;
     memset(cli, 0, sizeof *cli);
+    int rc = pthread_mutex_init(&cli->rs.mu, NULL);
+    if (rc == 0) {
+        rc = pthread_cond_init(&cli->rs.cv, NULL);
+        if (rc != 0)
+            pthread_mutex_destroy(&cli->rs.mu);
+    }
+    if (rc != 0) {
+        eddy_loop_free(loop, cli);
+        return -rc;
+    }
     cli->loop = loop;
     if (opts)
         cli->o = *opts;
@@ -104,6 +139,7 @@ int eddy_http_client_init(struct eddy_http_client **out, struct eddy_loop *loop,
         cli->o.max_response_bytes = 16u << 20;
     if (!cli->o.keepalive_idle_ms)
         cli->o.keepalive_idle_ms = 30000;
+    eddy_loop_attach(loop); /* the loop outlives the client */
     *out = cli;
     return 0;
 }
@@ -112,6 +148,7 @@ void eddy_http_client_stats(const struct eddy_http_client *cli,
                             struct eddy_http_client_stats *out)
 {
     *out = cli->st;
+    out->resolver_threads = cli->rs.nthreads;
     out->conns = cli->nconns;
     out->idle = cli->nidle;
     out->queued = cli->nqueued;
@@ -163,6 +200,17 @@ int eddy_http_client_destroy(struct eddy_http_client *cli)
     if (cli->nfetches || cli->nconns || cli->nresolving || cli->in_cb ||
         eddy_op_active(&cli->idle_timer) || eddy_op_active(&cli->done_post))
         return -EBUSY;
+    /* Every resolution has been posted back: the threads are idle, or about
+     * to be.  Joining them cannot wait for a name. */
+    pthread_mutex_lock(&cli->rs.mu);
+    cli->rs.stop = 1;
+    pthread_cond_broadcast(&cli->rs.cv);
+    pthread_mutex_unlock(&cli->rs.mu);
+    for (unsigned i = 0; i < cli->rs.nthreads; i++)
+        pthread_join(cli->rs.th[i], NULL);
+    pthread_cond_destroy(&cli->rs.cv);
+    pthread_mutex_destroy(&cli->rs.mu);
+    eddy_loop_detach(cli->loop);
     while (cli->origins) {
         struct origin *o = cli->origins;
         cli->origins = o->next;
@@ -251,11 +299,10 @@ static void queue_remove(struct origin *o, struct eddy_http_fetch *f)
     o->cli->nqueued--;
 }
 
-/* Runs on a pool thread: touches only o->host and o->addrs, which the loop
- * thread leaves alone while the resolution is busy. */
-static int resolve_fn(struct eddy_op *op)
+/* Runs on a resolver thread: touches only o->host, o->port and o->addrs,
+ * which the loop thread leaves alone while the resolution is busy. */
+static int resolve(struct origin *o)
 {
-    struct origin *o = eddy_container_of(op, struct origin, work);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -285,11 +332,87 @@ static int resolve_fn(struct eddy_op *op)
     return n ? 0 : -ENOENT;
 }
 
-static void on_resolved(struct eddy_op *op, int res)
+static void on_resolved(struct eddy_op *op, int res);
+
+static void *resolver_main(void *arg)
 {
-    struct origin *o = eddy_container_of(op, struct origin, work);
+    struct eddy_http_client *cli = arg;
+    struct resolver *rs = &cli->rs;
+    pthread_mutex_lock(&rs->mu);
+    for (;;) {
+        if (!rs->head) {
+            if (rs->stop)
+                break;
+            rs->nidle++;
+            pthread_cond_wait(&rs->cv, &rs->mu);
+            rs->nidle--;
+            continue;
+        }
+        struct origin *o = rs->head;
+        rs->head = o->rnext;
+        if (!rs->head)
+            rs->tail = NULL;
+        rs->nwait--;
+        pthread_mutex_unlock(&rs->mu);
+        o->rres = resolve(o);
+        /* o is the loop's again from here.  The client outlives this: its
+         * destroy waits for every result and then joins us. */
+        eddy_post_threadsafe(cli->loop, &o->resolved, on_resolved);
+        pthread_mutex_lock(&rs->mu);
+    }
+    pthread_mutex_unlock(&rs->mu);
+    return NULL;
+}
+
+/* Queues o for resolution, starting a thread when none is idle and the cap
+ * allows.  0, or -errno of pthread_create when no thread exists at all. */
+static int resolve_start(struct origin *o)
+{
     struct eddy_http_client *cli = o->cli;
+    struct resolver *rs = &cli->rs;
+    int rc = 0;
+    pthread_mutex_lock(&rs->mu);
+    if (rs->nwait >= rs->nidle && rs->nthreads < RESOLVER_THREADS) {
+        /* Every signal blocked in the thread, as in the worker pool: a
+         * process that takes its signals through eddy_signal() (a
+         * signalfd) must not have them delivered to a thread of ours. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&rs->th[rs->nthreads], NULL, resolver_main, cli);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc == 0)
+            rs->nthreads++;
+        else if (rs->nthreads > 0)
+            rc = 0; /* a running thread gets to it */
+    }
+    if (rc == 0) {
+        o->rnext = NULL;
+        if (rs->tail)
+            rs->tail->rnext = o;
+        else
+            rs->head = o;
+        rs->tail = o;
+        rs->nwait++;
+        pthread_cond_signal(&rs->cv);
+    }
+    pthread_mutex_unlock(&rs->mu);
+    if (rc != 0)
+        return -rc;
+    cli->nresolving++;
+    eddy_loop_ref(cli->loop); /* the result comes as a post: keep the loop running */
+    return 0;
+}
+
+static void on_resolved(struct eddy_op *op, int posted)
+{
+    struct origin *o = eddy_container_of(op, struct origin, resolved);
+    struct eddy_http_client *cli = o->cli;
+    int res = o->rres;
+    (void)posted;
     cli->nresolving--;
+    cli->st.resolutions++;
+    eddy_loop_unref(cli->loop);
     if (res < 0) {
         o->resolve = RS_NONE; /* a later fetch tries again */
         while (o->qhead) {
@@ -623,14 +746,13 @@ static void origin_dispatch(struct origin *o)
             if (o->resolve == RS_NONE) {
                 o->resolve = RS_BUSY;
                 o->naddrs = 0;
-                int rc = eddy_work(cli->loop, &o->work, resolve_fn, on_resolved);
+                int rc = resolve_start(o);
                 if (rc < 0) {
                     o->resolve = RS_NONE;
                     queue_remove(o, f);
                     fetch_finish(f, rc);
                     continue;
                 }
-                cli->nresolving++;
             }
             return;
         }

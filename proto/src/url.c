@@ -6,7 +6,6 @@
 #include "url.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -15,6 +14,12 @@
 #include <strings.h>
 
 /* ---- URLs --------------------------------------------------------------- */
+
+/* ASCII letters and digits, whatever the locale (isalnum() follows it). */
+static int ascii_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
 
 static int bad_char(unsigned char c)
 {
@@ -58,7 +63,7 @@ int eddy_url_parse(const char *url, struct eddy_url *u)
     u->host[hlen] = 0;
     for (size_t i = 0; i < hlen; i++) {
         unsigned char c = (unsigned char)u->host[i];
-        if (!(isalnum(c) || c == '-' || c == '.' || c == '_' || (v6 && c == ':')))
+        if (!(ascii_alnum(c) || c == '-' || c == '.' || c == '_' || (v6 && c == ':')))
             return -EINVAL;
     }
     u->port = 80;
@@ -67,7 +72,7 @@ int eddy_url_parse(const char *url, struct eddy_url *u)
             return -EINVAL;
         unsigned long p = 0;
         for (const char *c = port; c < rest; c++) {
-            if (!isdigit((unsigned char)*c))
+            if (*c < '0' || *c > '9')
                 return -EINVAL;
             p = p * 10 + (unsigned long)(*c - '0');
             if (p > 65535)
@@ -108,7 +113,7 @@ size_t eddy_urlencode(char *out, const char *s)
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~') {
+        if (ascii_alnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~') {
             if (out)
                 out[n] = (char)*c;
             n++;
@@ -130,7 +135,7 @@ size_t eddy_urlencode(char *out, const char *s)
     return n;
 }
 
-size_t eddy_form_encode(char *out, const struct eddy_http_arg *args, size_t nargs)
+size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t nargs)
 {
     size_t n = 0;
     for (size_t i = 0; i < nargs; i++) {
@@ -174,18 +179,24 @@ int eddy_method_idempotent(const char *method)
 
 /* ---- the request -------------------------------------------------------- */
 
+/* RFC 9110 tchar; ASCII whatever the locale. */
+static int is_tchar(unsigned char c)
+{
+    return ascii_alnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
 static int is_token(const char *s)
 {
     if (!s || !*s)
         return 0;
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (!(isalnum(c) || strchr("!#$%&'*+-.^_`|~", c)))
+    for (; *s; s++)
+        if (!is_tchar((unsigned char)*s))
             return 0;
-    }
     return 1;
 }
 
+/* A field value: no CR, LF or other control character but HTAB (RFC 9110
+ * 5.5); NUL cannot occur inside a C string. */
 static int is_field_value(const char *s)
 {
     for (; s && *s; s++) {
@@ -194,6 +205,22 @@ static int is_field_value(const char *s)
             return 0;
     }
     return s != NULL;
+}
+
+/* The message framing is the client's: these are never taken from the user. */
+static int is_framing_header(const char *name)
+{
+    return !strcasecmp(name, "content-length") || !strcasecmp(name, "transfer-encoding") ||
+           !strcasecmp(name, "connection");
+}
+
+/* The index of the user's header called name, or -1. */
+static long user_header(const struct eddy_req_spec *s, const char *name)
+{
+    for (size_t i = 0; i < s->nheaders; i++)
+        if (!strcasecmp(s->headers[i].name, name))
+            return (long)i;
+    return -1;
 }
 
 /* A tiny appender: measures on the first pass (buf NULL), writes on the second. */
@@ -227,23 +254,29 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
         put(o, u->has_query ? "&" : "?", 1);
         o->n += eddy_form_encode(o->buf ? o->buf + o->n : NULL, s->args, s->nargs);
     }
-    puts_(o, " HTTP/1.1\r\nHost: ");
-    int v6 = strchr(u->host, ':') != NULL;
-    if (v6)
-        put(o, "[", 1);
-    puts_(o, u->host);
-    if (v6)
-        put(o, "]", 1);
-    if (u->port != 80) {
-        snprintf(num, sizeof num, ":%u", (unsigned)u->port);
-        puts_(o, num);
+    puts_(o, " HTTP/1.1\r\n");
+    /* Host first (RFC 9110 7.2: a user agent SHOULD send it first): the
+     * user's, or the URL's authority */
+    long host = user_header(s, "host");
+    if (host >= 0) {
+        puts_(o, s->headers[host].name);
+        puts_(o, ": ");
+        puts_(o, s->headers[host].value);
+    } else {
+        puts_(o, "Host: ");
+        int v6 = strchr(u->host, ':') != NULL;
+        if (v6)
+            put(o, "[", 1);
+        puts_(o, u->host);
+        if (v6)
+            put(o, "]", 1);
+        if (u->port != 80) {
+            snprintf(num, sizeof num, ":%u", (unsigned)u->port);
+            puts_(o, num);
+        }
     }
     puts_(o, "\r\n");
-    int has_ua = 0;
-    for (size_t i = 0; i < s->nheaders; i++)
-        if (!strcasecmp(s->headers[i].name, "user-agent"))
-            has_ua = 1;
-    if (!has_ua)
+    if (user_header(s, "user-agent") < 0)
         puts_(o, "User-Agent: eddy\r\n");
     size_t blen = form_body ? form_len : s->raw_body_len;
     const char *m = s->method ? s->method : "GET";
@@ -254,7 +287,7 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
         puts_(o, "\r\n");
     }
     const char *ct = form_body ? "application/x-www-form-urlencoded" : s->content_type;
-    if (ct) {
+    if (ct && user_header(s, "content-type") < 0) {
         puts_(o, "Content-Type: ");
         puts_(o, ct);
         puts_(o, "\r\n");
@@ -262,6 +295,8 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
     if (s->close)
         puts_(o, "Connection: close\r\n");
     for (size_t i = 0; i < s->nheaders; i++) {
+        if ((long)i == host)
+            continue;
         puts_(o, s->headers[i].name);
         puts_(o, ": ");
         puts_(o, s->headers[i].value);
@@ -279,9 +314,14 @@ int eddy_req_build(struct eddy_loop *loop, const struct eddy_req_spec *s, char *
     const char *m = s->method ? s->method : "GET";
     if (!is_token(m))
         return -EINVAL;
-    for (size_t i = 0; i < s->nheaders; i++)
-        if (!is_token(s->headers[i].name) || !is_field_value(s->headers[i].value))
+    int hosts = 0;
+    for (size_t i = 0; i < s->nheaders; i++) {
+        const struct eddy_http_pair *h = &s->headers[i];
+        if (!is_token(h->name) || !is_field_value(h->value) || is_framing_header(h->name))
             return -EINVAL;
+        if (!strcasecmp(h->name, "host") && ++hosts > 1)
+            return -EINVAL;
+    }
     if (s->content_type && !is_field_value(s->content_type))
         return -EINVAL;
     int form_body = s->nargs && !eddy_method_args_in_query(m);
@@ -399,9 +439,13 @@ static int on_hdr_end(llhttp_t *p)
 static int on_headers_complete(llhttp_t *p)
 {
     struct eddy_resp_parser *rp = rp_of(p);
-    rp->r->status = p->status_code;
+    int s = p->status_code;
+    rp->r->status = s;
     rp->r->version = p->http_major * 10 + p->http_minor;
-    return rp->head ? 1 : 0; /* a HEAD response has no body, whatever it says */
+    /* The answer to HEAD, 1xx, 204 and 304 have no body, whatever their
+     * headers say (RFC 9112 6.3); 1 tells llhttp so.  llhttp 8.1 itself
+     * would wait for the Content-Length of a 204 or 304. */
+    return rp->head || (s >= 100 && s < 200) || s == 204 || s == 304;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t n)

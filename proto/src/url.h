@@ -28,7 +28,7 @@ int eddy_url_parse(const char *url, struct eddy_url *u);
  * NUL.  out NULL: only measures. */
 size_t eddy_urlencode(char *out, const char *s);
 /* "a=1&b=2" for n pairs; same contract. */
-size_t eddy_form_encode(char *out, const struct eddy_http_arg *args, size_t n);
+size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t n);
 
 /* GET, HEAD, DELETE, OPTIONS: arguments go to the query. */
 int eddy_method_args_in_query(const char *method);
@@ -38,9 +38,9 @@ int eddy_method_idempotent(const char *method);
 struct eddy_req_spec {
     const char *method;      /* NULL = GET */
     const struct eddy_url *url;
-    const struct eddy_http_arg *headers;
+    const struct eddy_http_pair *headers;
     size_t nheaders;
-    const struct eddy_http_arg *args;
+    const struct eddy_http_pair *args;
     size_t nargs;
     size_t raw_body_len;     /* a raw body sent after the buffer (its length only) */
     const char *content_type;

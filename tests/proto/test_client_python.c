@@ -175,7 +175,7 @@ static void test_async(void **state)
     struct eddy_http_client_stats st;
     eddy_http_client_stats(cli, &st);
     assert_int_equal(st.idle, 0);
-    struct eddy_http_arg a[] = {{"q", "x y"}};
+    struct eddy_http_pair a[] = {{"q", "x y"}};
     f[0].args = a;
     f[0].nargs = 1;
     memset(&r[0], 0, sizeof r[0]);
@@ -206,7 +206,7 @@ static void test_blocking(void **state)
     assert_string_equal(eddy_http_response_header(&r, "Content-Length"), "200000");
     eddy_http_response_free(&r);
     /* python's http.server answers POST with 501 */
-    struct eddy_http_arg a[] = {{"k", "v"}};
+    struct eddy_http_pair a[] = {{"k", "v"}};
     assert_int_equal(eddy_http_blocking_fetch(purl("/"), "POST", a, 1, 5000, &r), 0);
     assert_int_equal(r.status, 501);
     eddy_http_response_free(&r);

@@ -55,7 +55,7 @@ static void test_urlencode(void **state)
     assert_int_equal(eddy_urlencode(out, "a b&c=d/é~._-"), 24);
     assert_string_equal(out, "a+b%26c%3Dd%2F%C3%A9~._-");
     assert_int_equal(eddy_urlencode(NULL, "a b&c=d/é~._-"), 24);
-    struct eddy_http_arg a[] = {{"time", "1.5"}, {"x y", "a&b"}, {"e", ""}};
+    struct eddy_http_pair a[] = {{"time", "1.5"}, {"x y", "a&b"}, {"e", ""}};
     assert_int_equal(eddy_form_encode(out, a, 3), strlen("time=1.5&x+y=a%26b&e="));
     assert_string_equal(out, "time=1.5&x+y=a%26b&e=");
     assert_int_equal(eddy_form_encode(out, a, 0), 0);
@@ -68,8 +68,8 @@ static void test_urlencode(void **state)
     assert_false(eddy_method_idempotent("PATCH"));
 }
 
-static char *build(const char *url, const char *method, const struct eddy_http_arg *args,
-                   size_t nargs, const struct eddy_http_arg *hdrs, size_t nh, size_t raw,
+static char *build(const char *url, const char *method, const struct eddy_http_pair *args,
+                   size_t nargs, const struct eddy_http_pair *hdrs, size_t nh, size_t raw,
                    int *rc)
 {
     struct eddy_url u;
@@ -88,7 +88,7 @@ static void test_request(void **state)
 {
     (void)state;
     int rc;
-    struct eddy_http_arg a[] = {{"time", "1.5"}, {"x", "a b"}};
+    struct eddy_http_pair a[] = {{"time", "1.5"}, {"x", "a b"}};
     char *r = build("http://127.0.0.1:8080/api?k=v", NULL, a, 2, NULL, 0, 0, &rc);
     assert_int_equal(rc, 0);
     assert_string_equal(r, "GET /api?k=v&time=1.5&x=a+b HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
@@ -100,7 +100,7 @@ static void test_request(void **state)
                            "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
                            "time=1.5&x=a+b");
     free(r);
-    struct eddy_http_arg h[] = {{"X-A", "1"}, {"User-Agent", "t"}};
+    struct eddy_http_pair h[] = {{"X-A", "1"}, {"User-Agent", "t"}};
     r = build("http://h:81?q", "PUT", NULL, 0, h, 2, 5, &rc);
     assert_string_equal(r, "PUT /?q HTTP/1.1\r\nHost: h:81\r\nContent-Length: 5\r\n"
                            "X-A: 1\r\nUser-Agent: t\r\n\r\n");
@@ -109,8 +109,8 @@ static void test_request(void **state)
     assert_string_equal(r, "DELETE /?time=1.5 HTTP/1.1\r\nHost: h\r\nUser-Agent: eddy\r\n\r\n");
     free(r);
     /* misuse */
-    struct eddy_http_arg crlf[] = {{"X", "a\r\nB: c"}};
-    struct eddy_http_arg badname[] = {{"X Y", "a"}};
+    struct eddy_http_pair crlf[] = {{"X", "a\r\nB: c"}};
+    struct eddy_http_pair badname[] = {{"X Y", "a"}};
     assert_null(build("http://h/", NULL, NULL, 0, crlf, 1, 0, &rc));
     assert_int_equal(rc, -EINVAL);
     assert_null(build("http://h/", NULL, NULL, 0, badname, 1, 0, &rc));
@@ -119,6 +119,69 @@ static void test_request(void **state)
     assert_int_equal(rc, -EINVAL);
     assert_null(build("http://h/", "POST", a, 1, NULL, 0, 3, &rc)); /* form and raw body */
     assert_int_equal(rc, -EINVAL);
+}
+
+/* The client owns the framing: a user Host or Content-Type replaces the
+ * generated one, framing headers are refused, names must be tokens and
+ * values must not break the line. */
+static void test_request_headers(void **state)
+{
+    (void)state;
+    int rc;
+    struct eddy_http_pair host[] = {{"X-A", "1"}, {"host", "example.com"}};
+    char *r = build("http://127.0.0.1:8080/", NULL, NULL, 0, host, 2, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(r, "GET / HTTP/1.1\r\nhost: example.com\r\nUser-Agent: eddy\r\n"
+                           "X-A: 1\r\n\r\n");
+    free(r);
+    struct eddy_http_pair form[] = {{"k", "v"}};
+    struct eddy_http_pair ct[] = {{"Content-TYPE", "text/plain; charset=utf-8"}};
+    r = build("http://h/", "POST", form, 1, ct, 1, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(r, "POST / HTTP/1.1\r\nHost: h\r\nUser-Agent: eddy\r\n"
+                           "Content-Length: 3\r\nContent-TYPE: text/plain; charset=utf-8\r\n"
+                           "\r\nk=v");
+    free(r);
+    /* tabs and spaces inside a value, an empty value, every tchar in a name */
+    struct eddy_http_pair ok[] = {{"!#$%&'*+-.^_`|~09AZaz", "a\tb c"}, {"X-E", ""}};
+    r = build("http://h/", NULL, NULL, 0, ok, 2, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(r, "\r\n!#$%&'*+-.^_`|~09AZaz: a\tb c\r\nX-E: \r\n\r\n"));
+    free(r);
+
+    static const struct eddy_http_pair refused[][2] = {
+        {{"Content-Length", "3"}},
+        {{"content-length", "0"}},
+        {{"Transfer-Encoding", "chunked"}},
+        {{"TRANSFER-ENCODING", "gzip"}},
+        {{"Connection", "close"}},
+        {{"connection", "keep-alive"}},
+        {{"Host", "a"}, {"HOST", "b"}}, /* two Hosts */
+        {{"", "a"}},
+        {{"X Y", "a"}},
+        {{"X:Y", "a"}},
+        {{"X-A:", "a"}},
+        {{"X\r\nY", "a"}},
+        {{"X(", "a"}},
+        {{"X\xc3\xa4", "a"}},
+        {{"X\x7f", "a"}},
+        {{NULL, "a"}},
+        {{"X", NULL}},
+        {{"X", "a\rb"}},
+        {{"X", "a\nb"}},
+        {{"X", "a\r\n"}},
+        {{"X", "a\r\nContent-Length: 9"}},
+        {{"X", "\x01"}},
+        {{"X", "a\x7f"}},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        size_t n = refused[i][1].name ? 2 : 1;
+        r = build("http://h/", "PUT", NULL, 0, refused[i], n, 5, &rc);
+        if (rc != -EINVAL)
+            fail_msg("case %zu (%s): %d", i, refused[i][0].name ? refused[i][0].name : "NULL",
+                     rc);
+        assert_null(r);
+    }
 }
 
 /* Feeds msg split at off; returns the parser's final verdict. */
@@ -177,6 +240,23 @@ static void test_response_parser(void **state)
                     0, 0, 201, "ok", NULL, NULL, 0);
     check_split_all("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", 1, 0, 200, "", NULL, NULL, 0);
     check_split_all("HTTP/1.1 204 No Content\r\n\r\n", 0, 0, 204, "", NULL, NULL, 0);
+    /* 1xx, 204 and 304 never have a body, whatever their headers say (RFC
+     * 9112 6.3), and what follows them is the next response */
+    check_split_all("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"v1\"\r\n\r\n",
+                    0, 0, 304, "", "content-length", "50", 0);
+    check_split_all("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n", 0, 0, 204, "",
+                    "content-length", "7", 0);
+    check_split_all("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 0, 304,
+                    "", NULL, NULL, 0);
+    check_split_all("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+                    0, 0, 304, "", NULL, NULL, 39);
+    check_split_all("HTTP/1.1 100 Continue\r\nContent-Length: 3\r\n\r\n"
+                    "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    0, 0, 200, "ok", "content-length", "2", 0);
+    check_split_all("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 1, 0, 200, "", NULL,
+                    NULL, 0);
     /* trailing bytes after a complete response are left unused */
     check_split_all("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naXYZ", 0, 0, 200, "a", NULL,
                     NULL, 3);
@@ -199,6 +279,19 @@ static void test_response_parser(void **state)
     assert_string_equal(v, "3");
     assert_int_equal(eddy_http_response_header_at(&r, 4, &n, &v), -ENOENT);
     assert_null(eddy_http_response_header(&r, "D"));
+    /* an interim response's headers are not the answer's; a 304 with a
+     * Content-Length leaves the connection reusable */
+    m = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n";
+    eddy_resp_begin(&rp, &r, 1 << 20, 0);
+    assert_int_equal(eddy_resp_feed(&rp, m, strlen(m), &used), 1);
+    assert_int_equal(used, strlen(m));
+    assert_int_equal(rp.keepalive, 1);
+    assert_int_equal(r.status, 304);
+    assert_null(eddy_http_response_header(&r, "link"));
+    assert_int_equal(eddy_http_response_header_at(&r, 0, &n, &v), 0);
+    assert_string_equal(n, "Content-Length");
+    assert_int_equal(eddy_http_response_header_at(&r, 1, &n, &v), -ENOENT);
     m = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
     eddy_resp_begin(&rp, &r, 1 << 20, 0);
     assert_int_equal(eddy_resp_feed(&rp, m, strlen(m), &used), 1);
@@ -234,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_urlencode),
         cmocka_unit_test(test_request),
+        cmocka_unit_test(test_request_headers),
         cmocka_unit_test(test_response_parser),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,8 @@ enum up_mode {
     UP_DRIP,        /* sends the answer one byte every 20 ms */
     UP_GARBAGE,     /* not HTTP */
     UP_BIG,         /* Content-Length: 2 MiB of 'x' */
+    UP_SCRIPT,      /* the n-th request of a connection gets script[n] verbatim (a
+                       '\x01' in it: a 30 ms pause there), or as UP_OK when NULL */
 };
 
 #define UP_MAX_THREADS 64
@@ -45,6 +47,7 @@ struct upstream {
     uint16_t port;
     enum up_mode mode;
     unsigned delay_ms;           /* before each answer */
+    const char *script[4];       /* UP_SCRIPT: raw answers by request index */
     pthread_t acceptor;
     pthread_t th[UP_MAX_THREADS];
     _Atomic int nth;
@@ -169,7 +172,21 @@ static void *up_conn_main(void *arg)
         char *body = eol + 2;
         body = strstr(body, "\r\n\r\n") + 4;
         int k;
+        const char *sc = u->mode == UP_SCRIPT && nreq < 4 ? u->script[nreq] : NULL;
+        if (sc) {
+            for (const char *p = sc; *p;) {
+                size_t seg = strcspn(p, "\x01");
+                up_sendall(fd, p, seg);
+                p += seg;
+                if (*p) {
+                    up_sleep_ms(30);
+                    p++;
+                }
+            }
+            continue;
+        }
         switch (u->mode) {
+        case UP_SCRIPT:
         case UP_OK:
         case UP_CLOSE_AFTER:
         case UP_CLOSE_SECOND: {
@@ -274,6 +291,19 @@ static void up_start(struct upstream *u, enum up_mode mode)
 {
     memset(u, 0, sizeof *u);
     u->mode = mode;
+    pthread_mutex_init(&u->mu, NULL);
+    u->lfd = ts_listen(0, &u->port);
+    assert_int_equal(pthread_create(&u->acceptor, NULL, up_accept_main, u), 0);
+}
+
+/* UP_SCRIPT with the answers to a connection's first and second requests
+ * (the second NULL: echoed as UP_OK). */
+static void up_start_script(struct upstream *u, const char *first, const char *second)
+{
+    memset(u, 0, sizeof *u);
+    u->mode = UP_SCRIPT;
+    u->script[0] = first;
+    u->script[1] = second;
     pthread_mutex_init(&u->mu, NULL);
     u->lfd = ts_listen(0, &u->port);
     assert_int_equal(pthread_create(&u->acceptor, NULL, up_accept_main, u), 0);

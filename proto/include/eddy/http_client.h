@@ -8,9 +8,11 @@
  *     it, start it, and get exactly one callback from the loop with the
  *     response or an error.  Connections are kept alive and pooled per
  *     origin (host, port), at most max_conns_per_origin at a time; fetches
- *     beyond that wait in a FIFO queue of the origin.  Host names are
- *     resolved with getaddrinfo() on the loop's worker pool (eddy_work), IP
- *     literals are parsed directly, so nothing here blocks the loop.
+ *     beyond that wait in a FIFO queue of the origin.  IP literals are
+ *     parsed directly; host names are resolved with getaddrinfo() on the
+ *     client's own resolver threads (not the loop's worker pool, so users'
+ *     blocking jobs there never delay a fetch), so nothing here blocks the
+ *     loop.  See "Name resolution" below for what that costs.
  *
  *   - The blocking client, eddy_http_blocking_fetch(): a plain blocking
  *     socket with the same timeouts.  It is meant for worker-pool jobs (an
@@ -32,6 +34,12 @@
  * application/x-www-form-urlencoded.  This is the original's
  * async_fetch(url, method, data).
  *
+ * Responses: interim 1xx answers (100 Continue, 103 Early Hints ...) are
+ * skipped and the final answer is the response.  204, 304 and the answer
+ * to HEAD have no body whatever their headers say (a Content-Length there
+ * describes the resource, RFC 9110 8.6, RFC 9112 6.3), and the connection
+ * stays reusable after them.
+ *
  * Errors: synchronous functions return 0 or a negative errno.  A fetch
  * ends with 0 (a complete response, whatever its status: a 404 is a
  * successful fetch) or one of:
@@ -46,6 +54,7 @@
  *   -EHOSTUNREACH  the name could not be resolved (temporary failure), or
  *                  no route to the host
  *   -ECANCELED     eddy_http_fetch_cancel() or eddy_http_client_close()
+ *   -EAGAIN        no resolver thread could be started for a host name
  *   -ENOMEM, or another -errno of socket(), connect() or send().
  */
 #ifndef EDDY_HTTP_CLIENT_H
@@ -61,10 +70,11 @@ extern "C" {
 #endif
 
 /* A name/value pair: a query or form argument, or a request header.  The
- * strings are the caller's; they are copied when the request is built.
- * (The struct tag shares its name with the server's eddy_http_arg()
- * accessor; C keeps the two apart.) */
-struct eddy_http_arg {
+ * strings are the caller's; they are copied when the request is built
+ * (eddy_http_fetch_start() or the blocking fetch), not referenced after.
+ * (It was struct eddy_http_arg, a tag the server's eddy_http_arg()
+ * function hid in C++.) */
+struct eddy_http_pair {
     const char *name;
     const char *value;
 };
@@ -136,9 +146,9 @@ struct eddy_http_fetch {
     /* in: set by you */
     const char *url;                     /* http://host:port/path?query */
     const char *method;                  /* NULL = "GET" */
-    const struct eddy_http_arg *headers; /* extra request headers (no CR/LF) */
+    const struct eddy_http_pair *headers; /* extra request headers (rules below) */
     size_t nheaders;
-    const struct eddy_http_arg *args;    /* arguments: query or form body (see top) */
+    const struct eddy_http_pair *args;   /* arguments: query or form body (see top) */
     size_t nargs;
     const void *body;                    /* a raw body (not with body-bound args) */
     size_t body_len;
@@ -167,17 +177,58 @@ struct eddy_http_fetch {
     } p_;
 };
 
+/*
+ * Request headers (f->headers).  The client owns the message framing and
+ * writes Host, User-Agent ("eddy"), Content-Length and Content-Type (of a
+ * form or raw body) itself:
+ *   - a user Host, User-Agent or Content-Type replaces the client's (Host
+ *     is then sent first, as the client's would be); two Hosts are refused;
+ *   - Content-Length, Transfer-Encoding and Connection are refused: the
+ *     body's length is the client's to state, and keep-alive is the pool's;
+ *   - a name must be a token (RFC 9110 tchar: letters, digits and
+ *     !#$%&'*+-.^_`|~) and a value must not hold CR, LF or another control
+ *     character but tab; NULL names or values are refused.
+ * Names compare case-insensitively.  Every refusal is -EINVAL from
+ * eddy_http_fetch_start(), before anything is sent.  The rest are sent
+ * verbatim, in order, after the client's own.
+ *
+ * Name resolution.  A host name is resolved when its origin has no
+ * addresses yet (the first fetch, or after the origin's last connection
+ * closed and its queue emptied); the addresses are then kept for as long
+ * as the origin has connections or queued fetches.  Resolution runs on up
+ * to two threads owned by the client, started the first time a name needs
+ * them and joined by eddy_http_client_destroy(): each costs a thread with
+ * the default stack (mapped, mostly untouched: typically 8 MiB of address
+ * space, tens of KiB resident) and nothing else while idle; a client that
+ * only fetches IP literals starts none.  Results come back to the loop
+ * with eddy_post_threadsafe(); while one is out the client holds a
+ * reference on the loop (eddy_loop_ref) so the loop keeps running.  A
+ * fetch cancelled (or timed out) during resolution ends at once; the
+ * resolution itself cannot be stopped, so eddy_http_client_close()'s done
+ * callback, and eddy_http_client_destroy(), wait for it: at worst the
+ * resolver's own timeout (resolv.conf "timeout" x "attempts").
+ *
+ * Teardown order: eddy_http_client_close(), run the loop until its done
+ * callback, eddy_http_client_destroy(), then eddy_loop_destroy().  The
+ * client is attached to its loop (eddy_loop_attach) from init to destroy,
+ * so eddy_loop_destroy() returns -EBUSY while the client exists.
+ */
+
 /* Creates a client on loop (loop thread only; every client function must
- * be called on that thread).  opts may be NULL.  0, or -ENOMEM. */
+ * be called on that thread).  opts may be NULL.  Attaches to the loop (see
+ * the teardown order above); starts no thread.  0, or -ENOMEM (or another
+ * -errno if a mutex cannot be made). */
 int eddy_http_client_init(struct eddy_http_client **out, struct eddy_loop *loop,
                           const struct eddy_http_client_options *opts);
 
 /*
  * Starts f.  Returns 0, then cb(f, err) runs exactly once from the loop
  * (never from inside this call), or a negative errno and no callback:
- * -EINVAL (bad URL, method or header, or a raw body together with
- * body-bound args), -ENOMEM, -ESHUTDOWN (the client is closing), -EBUSY (f
- * is already active).  Releases what a previous fetch left in f->resp.
+ * -EINVAL (bad URL, method or header (see "Request headers"), or a raw
+ * body together with body-bound args), -ENOMEM, -ESHUTDOWN (the client is
+ * closing), -EBUSY (f is already active).  A fetch that needs a name
+ * resolved may also end with -EAGAIN (no resolver thread could be
+ * started).  Releases what a previous fetch left in f->resp.
  * Retries: when a pooled keep-alive connection turns out to be closed by
  * the server (EOF or reset before any response byte), an idempotent fetch
  * (GET, HEAD, PUT, DELETE, OPTIONS) is tried once more on a fresh
@@ -204,6 +255,8 @@ struct eddy_http_client_stats {
     uint64_t connects;    /* connections opened (attempted) */
     uint64_t reuses;      /* fetches served on a pooled connection */
     uint64_t retries;     /* fetches retried after a stale pooled connection */
+    uint64_t resolutions; /* name resolutions finished (getaddrinfo calls) */
+    unsigned resolver_threads; /* resolver threads running (at most 2) */
     unsigned conns;       /* connections open now (all origins) */
     unsigned idle;        /* of which idle in the pool */
     unsigned queued;      /* fetches waiting for a connection */
@@ -226,11 +279,11 @@ int eddy_http_client_close(struct eddy_http_client *cli, eddy_http_client_done_c
                            void *ud);
 
 /*
- * Frees the client.  -EBUSY (and nothing is freed) while a fetch, a
+ * Frees the client, joins its resolver threads (idle by then) and detaches
+ * it from the loop.  -EBUSY (and nothing is freed) while a fetch, a
  * connection or a name resolution is still active, or from inside a fetch
- * callback: call
- * eddy_http_client_close() and run the loop until done first.  A client
- * that never fetched can be destroyed at once.
+ * callback: call eddy_http_client_close() and run the loop until done
+ * first.  A client that never fetched can be destroyed at once.
  */
 int eddy_http_client_destroy(struct eddy_http_client *cli);
 
@@ -247,10 +300,13 @@ int eddy_http_client_destroy(struct eddy_http_client *cli);
  * limited to 16 MiB (-EMSGSIZE beyond).  Returns 0 and fills *out
  * (free it with eddy_http_response_free), or a negative errno from the
  * list at the top (*out is then empty).  Names are resolved with a
- * blocking getaddrinfo(), not bounded by timeout_ms.  Thread-safe.
+ * blocking getaddrinfo(), not bounded by timeout_ms.  It sends no
+ * headers of the caller's (Host, User-Agent, Connection: close and, with
+ * a body, Content-Length and Content-Type are its own).  1xx answers are
+ * skipped; 204, 304 and the answer to HEAD have no body.  Thread-safe.
  */
 int eddy_http_blocking_fetch(const char *url, const char *method,
-                             const struct eddy_http_arg *args, size_t nargs,
+                             const struct eddy_http_pair *args, size_t nargs,
                              unsigned timeout_ms, struct eddy_http_response *out);
 
 #ifdef __cplusplus
