@@ -27,8 +27,10 @@
 #include "eddy/http.h"
 #include "eddy/http_client.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -39,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,63 +54,102 @@ static const char *const route_path[R_COUNT] = {
 };
 
 /*
- * A log-linear latency histogram in microseconds: exact below 16 us, then
- * 8 sub-buckets per power of two (at most 12.5 % error) up to 2^41 us.
- * Fixed size, no allocation, O(1) per record; percentiles walk 312 counts.
+ * A log-linear latency histogram in microseconds (the layout of eddy-load's
+ * tools/load/hist.h): exact below 64 us, then 32 linear buckets per power
+ * of two, so a bucket is never wider than 1/32 of its lower bound, up to
+ * 2^32 us (71 minutes; beyond, the last bucket); the exact minimum and
+ * maximum are kept apart.  Fixed size, no allocation, O(1) per record.
  */
-#define HIST_LINEAR 16
-#define HIST_SUB 8
-#define HIST_BUCKETS (HIST_LINEAR + HIST_SUB * 37)
+#define HIST_SUB_BITS 5
+#define HIST_SUB (1u << HIST_SUB_BITS)
+#define HIST_MAX_EXP 32
+#define HIST_BUCKETS (2 * HIST_SUB + (HIST_MAX_EXP - HIST_SUB_BITS - 1) * HIST_SUB)
 
 struct hist {
-    uint64_t count, max_us;
-    uint64_t b[HIST_BUCKETS];
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t n, min, max;
 };
 
 static unsigned hist_index(uint64_t v)
 {
-    if (v < HIST_LINEAR)
+    if (v < 2 * HIST_SUB)
         return (unsigned)v;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= 4 */
-    unsigned idx = HIST_LINEAR + (e - 4) * HIST_SUB + (unsigned)((v >> (e - 3)) & 7);
-    return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
+    if (v >> HIST_MAX_EXP)
+        return HIST_BUCKETS - 1;
+    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* > HIST_SUB_BITS */
+    unsigned sub = (unsigned)(v >> (e - HIST_SUB_BITS)); /* HIST_SUB .. 2 * HIST_SUB - 1 */
+    return 2 * HIST_SUB + (e - HIST_SUB_BITS - 1) * HIST_SUB + (sub - HIST_SUB);
 }
 
-/* The largest value that lands in bucket idx. */
-static uint64_t hist_upper(unsigned idx)
+/* Bucket i holds the values [low, low + width). */
+static void hist_bounds(unsigned i, uint64_t *low, uint64_t *width)
 {
-    if (idx < HIST_LINEAR)
-        return idx;
-    unsigned e = (idx - HIST_LINEAR) / HIST_SUB + 4, sub = (idx - HIST_LINEAR) % HIST_SUB;
-    return ((uint64_t)(HIST_SUB + sub + 1) << (e - 3)) - 1;
-}
-
-static void hist_record(struct hist *h, uint64_t us)
-{
-    h->b[hist_index(us)]++;
-    h->count++;
-    if (us > h->max_us)
-        h->max_us = us;
-}
-
-/* The p-th percentile (0 < p <= 100) as a bucket's upper bound, capped at max. */
-static uint64_t hist_pct(const struct hist *h, unsigned p)
-{
-    if (!h->count)
-        return 0;
-    uint64_t want = (h->count * p + 99) / 100, seen = 0;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= want) {
-            uint64_t u = hist_upper(i);
-            return u < h->max_us ? u : h->max_us;
-        }
+    if (i < 2 * HIST_SUB) {
+        *low = i;
+        *width = 1;
+        return;
     }
-    return h->max_us;
+    unsigned k = i - 2 * HIST_SUB, shift = k / HIST_SUB + 1;
+    *low = (uint64_t)(k % HIST_SUB + HIST_SUB) << shift;
+    *width = (uint64_t)1 << shift;
 }
+
+static void hist_record(struct hist *h, uint64_t v)
+{
+    h->counts[hist_index(v)]++;
+    if (h->n == 0 || v < h->min)
+        h->min = v;
+    if (v > h->max)
+        h->max = v;
+    h->n++;
+}
+
+/*
+ * The p-th percentile (0 < p <= 100): the ceil(p% * n)-th smallest value,
+ * interpolated linearly among the c values of its bucket, spread evenly
+ * over the bucket's range narrowed to [min, max] (an end that is the exact
+ * min or max holds a value; an open end is half a step away).  So p100 is
+ * max, and values all in one bucket read between their min and max.
+ * Reading the bucket's upper bound instead is up to a bucket width high.
+ */
+static double hist_percentile(const struct hist *h, double p)
+{
+    if (h->n == 0)
+        return 0;
+    if (p >= 100)
+        return (double)h->max;
+    double want = p * (double)h->n / 100; /* exact for a whole p */
+    uint64_t rank = (uint64_t)want, seen = 0;
+    if ((double)rank < want || rank == 0)
+        rank++; /* ceil, at least the first */
+    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
+        if (seen + h->counts[i] < rank) {
+            seen += h->counts[i];
+            continue;
+        }
+        uint64_t low, width;
+        hist_bounds(i, &low, &width);
+        bool has_min = h->min >= low, has_max = h->max < low + width;
+        double lo = (double)(has_min ? h->min : low);
+        double hi = (double)(has_max ? h->max : low + width - 1);
+        double k = (double)(rank - seen), c = (double)h->counts[i];
+        double a = has_min ? 0 : 0.5, steps = c - 1 + a + (has_max ? 0 : 0.5);
+        return steps > 0 ? lo + (hi - lo) * (k - 1 + a) / steps : lo;
+    }
+    return (double)h->max;
+}
+
+/*
+ * Every request of a route ends once, as one of: answered (an answer below
+ * 400 went out), failed (an error answer: 5xx from an upstream failure or
+ * a shortage), aborted (the client went away first; no answer reaches it).
+ * So requests = answered + failed + aborted + in_flight at any time.  The
+ * latency (handler to answer) is recorded for answered and failed.
+ */
+enum outcome { OUT_ANSWERED, OUT_FAILED, OUT_ABORTED };
 
 struct route_stats {
-    uint64_t requests;
+    uint64_t requests, answered, failed, aborted, in_flight;
     struct hist lat;
 };
 
@@ -166,10 +208,11 @@ struct job {
     const char *tval;
     struct eddy_op op; /* timer, post or work */
     struct eddy_http_fetch fetch;
-    struct eddy_http_arg arg;
+    struct eddy_http_pair arg;
     struct eddy_http_response resp; /* the blocking client's */
     char now[32];
-    bool detached; /* answered already; the pool call still runs */
+    bool aborted;  /* the client went away (job_abort ran) */
+    bool detached; /* counted as aborted already; the pool call still runs */
     struct job *next_free;
 };
 
@@ -188,7 +231,9 @@ struct loopctx {
     struct eddy_http_server *srv;
     struct eddy_http_client *cli;
     struct eddy_op stop_op;
-    struct eddy_op sig_ops[2];
+    struct eddy_op dump_op;   /* SIGUSR1: print /stats to stderr */
+    atomic_bool dump_pending; /* dump_op is posted and has not run yet */
+    bool open;                /* the signal thread may post to it (under post_mu) */
     bool stopping;
     uint64_t rng;
     struct job *free_jobs;
@@ -250,10 +295,35 @@ static struct job *job_get(struct loopctx *lc, struct eddy_http_req *req, enum j
 
 static const enum route kind_route[] = {R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD};
 
-static void record(struct loopctx *lc, enum route r, int64_t t0_ns)
+static void route_begin(struct loopctx *lc, enum route r)
 {
+    lc->routes[r].requests++;
+    lc->routes[r].in_flight++;
+}
+
+/* A request of route r started at t0_ns has ended, as out. */
+static void route_end(struct loopctx *lc, enum route r, enum outcome out, int64_t t0_ns)
+{
+    struct route_stats *rs = &lc->routes[r];
+    rs->in_flight--;
+    if (out == OUT_ABORTED) {
+        rs->aborted++;
+        return;
+    }
+    if (out == OUT_ANSWERED)
+        rs->answered++;
+    else
+        rs->failed++;
     int64_t us = (mono_ns() - t0_ns) / 1000;
-    hist_record(&lc->routes[r].lat, us > 0 ? (uint64_t)us : 0);
+    hist_record(&rs->lat, us > 0 ? (uint64_t)us : 0);
+}
+
+/* Answers a request that got no job (the loop's allocator failed). */
+static void answer_no_job(struct loopctx *lc, enum route r, struct eddy_http_req *req,
+                          int64_t t0_ns)
+{
+    eddy_http_respond(req, 503, NULL, NULL, 0);
+    route_end(lc, r, OUT_FAILED, t0_ns);
 }
 
 static void job_recycle(struct job *j)
@@ -262,13 +332,18 @@ static void job_recycle(struct job *j)
     j->lc->free_jobs = j;
 }
 
-/* Answers the job's request, records its latency and recycles the job. */
+/* Answers the job's request (an answer after an abort is discarded), counts
+ * how it ended and recycles the job. */
 static void job_answer(struct job *j, int status, const char *ctype, const void *body,
                        size_t len)
 {
-    if (eddy_http_respond(j->req, status, ctype, body, len) == -ENOMEM)
+    bool aborted = j->aborted || eddy_http_aborted(j->req);
+    if (eddy_http_respond(j->req, status, ctype, body, len) == -ENOMEM) {
         eddy_http_respond(j->req, 503, NULL, NULL, 0); /* never leave it unanswered */
-    record(j->lc, kind_route[j->kind], j->t0_ns);
+        status = 503;
+    }
+    route_end(j->lc, kind_route[j->kind],
+              aborted ? OUT_ABORTED : status < 400 ? OUT_ANSWERED : OUT_FAILED, j->t0_ns);
     job_recycle(j);
 }
 
@@ -292,6 +367,7 @@ static void job_abort(struct eddy_http_req *req, void *ud)
 {
     (void)req;
     struct job *j = ud;
+    j->aborted = true;
     switch (j->kind) {
     case J_TIME:
         /* The final callback answers (the answer is discarded). */
@@ -303,6 +379,7 @@ static void job_abort(struct eddy_http_req *req, void *ud)
          * --timeout for it, and let offload_done() only recycle the job. */
         if (eddy_cancel(j->lc->loop, &j->op) == -EBUSY) {
             eddy_http_respond(j->req, 503, NULL, NULL, 0); /* discarded */
+            route_end(j->lc, R_OFFLOAD, OUT_ABORTED, j->t0_ns);
             j->req = NULL;
             j->detached = true;
         }
@@ -339,10 +416,10 @@ static void time_fired(struct eddy_op *op, int res)
 static void h_time(struct eddy_http_req *req, void *ud)
 {
     struct loopctx *lc = ud;
-    lc->routes[R_TIME].requests++;
+    route_begin(lc, R_TIME);
     struct job *j = job_get(lc, req, J_TIME);
     if (!j) {
-        eddy_http_respond(req, 503, NULL, NULL, 0);
+        answer_no_job(lc, R_TIME, req, mono_ns());
         return;
     }
     j->tval = eddy_http_arg(req, "time", "");
@@ -358,6 +435,40 @@ static void h_time(struct eddy_http_req *req, void *ud)
 }
 
 /* ---- the three fetching routes ---------------------------------------- */
+
+/* The upstream's host as written in cfg.upstream (brackets kept). */
+static void upstream_host(char *out, size_t n)
+{
+    const char *h = cfg.upstream + strlen("http://");
+    size_t len = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/?#");
+    snprintf(out, n, "%.*s", (int)len, h);
+}
+
+/*
+ * Why a fetch failed, for an operator.  The clients report a host name
+ * that getaddrinfo() says does not exist (EAI_NONAME, EAI_NODATA) as
+ * -ENOENT, whose own text ("No such file or directory") would mislead, and
+ * a temporary resolver failure (EAI_AGAIN, EAI_FAIL) as -EHOSTUNREACH,
+ * like a missing route.  They do not pass getaddrinfo's own code on, so
+ * its reason for -ENOENT is EAI_NONAME's, by far the usual one.
+ */
+static void upstream_reason(int err, char *out, size_t n)
+{
+    char host[300];
+    upstream_host(host, sizeof host);
+    struct in_addr a4;
+    bool name = host[0] != '[' && inet_pton(AF_INET, host, &a4) != 1;
+    if (err == -ENOENT && name)
+        snprintf(out, n, "the host name %s did not resolve (getaddrinfo: %s)", host,
+                 gai_strerror(EAI_NONAME));
+    else if (err == -EHOSTUNREACH && name)
+        snprintf(out, n, "no route to the host, or %s could not be resolved for now (%s)",
+                 host, gai_strerror(EAI_AGAIN));
+    else if (err == -EAGAIN && name)
+        snprintf(out, n, "the client could not start a thread to resolve %s", host);
+    else
+        snprintf(out, n, "%s", eddy_strerror(err));
+}
 
 /* Turns an upstream result into the answer: its body, 502 or 504. */
 static void answer_upstream(struct job *j, int err, const struct eddy_http_response *r)
@@ -375,7 +486,9 @@ static void answer_upstream(struct job *j, int err, const struct eddy_http_respo
     } else if (err == -ECANCELED) {
         job_fail(j, 503, "cancelled: the client went away\n");
     } else {
-        job_fail(j, 502, "upstream error: %s: %s\n", cfg.upstream, eddy_strerror(err));
+        char why[400];
+        upstream_reason(err, why, sizeof why);
+        job_fail(j, 502, "upstream error: %s: %s\n", cfg.upstream, why);
     }
 }
 
@@ -389,10 +502,10 @@ static void noblock_fetched(struct eddy_http_fetch *f, int err)
 static void h_noblock(struct eddy_http_req *req, void *ud)
 {
     struct loopctx *lc = ud;
-    lc->routes[R_NOBLOCK].requests++;
+    route_begin(lc, R_NOBLOCK);
     struct job *j = job_get(lc, req, J_NOBLOCK);
     if (!j) {
-        eddy_http_respond(req, 503, NULL, NULL, 0);
+        answer_no_job(lc, R_NOBLOCK, req, mono_ns());
         return;
     }
     unix_now(j->now, sizeof j->now);
@@ -424,7 +537,7 @@ static void api_block_fetch(struct eddy_op *op, int res)
         return;
     }
     unix_now(j->now, sizeof j->now);
-    struct eddy_http_arg a = {"time", j->now};
+    struct eddy_http_pair a = {"time", j->now};
     struct eddy_http_response r;
     memset(&r, 0, sizeof r);
     int err = eddy_http_blocking_fetch(cfg.upstream, "GET", &a, 1, cfg.timeout_ms, &r);
@@ -435,10 +548,10 @@ static void api_block_fetch(struct eddy_op *op, int res)
 static void h_block(struct eddy_http_req *req, void *ud)
 {
     struct loopctx *lc = ud;
-    lc->routes[R_BLOCK].requests++;
+    route_begin(lc, R_BLOCK);
     struct job *j = job_get(lc, req, J_BLOCK);
     if (!j) {
-        eddy_http_respond(req, 503, NULL, NULL, 0);
+        answer_no_job(lc, R_BLOCK, req, mono_ns());
         return;
     }
     j->op.label = "api_block_fetch (GET /api/block: blocking HTTP call on the loop thread)";
@@ -454,7 +567,7 @@ static void h_block(struct eddy_http_req *req, void *ud)
 static int offload_work(struct eddy_op *op)
 {
     struct job *j = eddy_container_of(op, struct job, op);
-    struct eddy_http_arg a = {"time", j->now};
+    struct eddy_http_pair a = {"time", j->now};
     unix_now(j->now, sizeof j->now);
     return eddy_http_blocking_fetch(cfg.upstream, "GET", &a, 1, cfg.timeout_ms, &j->resp);
 }
@@ -473,10 +586,10 @@ static void offload_done(struct eddy_op *op, int res)
 static void h_offload(struct eddy_http_req *req, void *ud)
 {
     struct loopctx *lc = ud;
-    lc->routes[R_OFFLOAD].requests++;
+    route_begin(lc, R_OFFLOAD);
     struct job *j = job_get(lc, req, J_OFFLOAD);
     if (!j) {
-        eddy_http_respond(req, 503, NULL, NULL, 0);
+        answer_no_job(lc, R_OFFLOAD, req, mono_ns());
         return;
     }
     int rc = eddy_work(lc->loop, &j->op, offload_work, offload_done);
@@ -494,9 +607,9 @@ static void h_plaintext(struct eddy_http_req *req, void *ud)
 {
     struct loopctx *lc = ud;
     int64_t t0 = mono_ns();
-    lc->routes[R_PLAINTEXT].requests++;
+    route_begin(lc, R_PLAINTEXT);
     eddy_http_respond(req, 200, "text/plain", "Hello, World!", 13);
-    record(lc, R_PLAINTEXT, t0);
+    route_end(lc, R_PLAINTEXT, OUT_ANSWERED, t0);
 }
 
 struct sbuf {
@@ -517,18 +630,16 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 
 #define U(x) ((unsigned long long)(x))
 
-static void h_stats(struct eddy_http_req *req, void *ud)
+/* The /stats JSON of lc (one line, with its newline) into buf; its length. */
+static size_t stats_json(struct loopctx *lc, char *buf, size_t cap)
 {
-    struct loopctx *lc = ud;
-    int64_t t0 = mono_ns();
-    lc->routes[R_STATS].requests++;
-    char buf[8192];
-    struct sbuf b = {buf, 0, sizeof buf};
+    struct sbuf b = {buf, 0, cap};
     struct eddy_loop_stats ls;
     eddy_loop_stats(lc->loop, &ls);
     struct eddy_http_stats hs;
     eddy_http_server_stats(lc->srv, &hs);
-    double up = (double)(t0 - ((int64_t)cfg.started.tv_sec * 1000000000 + cfg.started.tv_nsec)) / 1e9;
+    int64_t start_ns = (int64_t)cfg.started.tv_sec * 1000000000 + cfg.started.tv_nsec;
+    double up = (double)(mono_ns() - start_ns) / 1e9;
     sb_printf(&b,
               "{\"scope\":\"loop\",\"loop\":%d,\"loops\":%u,\"uptime_s\":%.3f,"
               "\"loop_counters\":{\"iterations\":%llu,\"sqes\":%llu,\"completions\":%llu,"
@@ -555,28 +666,49 @@ static void h_stats(struct eddy_http_req *req, void *ud)
     for (int r = 0; r < R_COUNT; r++) {
         const struct route_stats *rs = &lc->routes[r];
         sb_printf(&b,
-                  "%s\"%s\":{\"requests\":%llu,\"answered\":%llu,\"latency_ms\":{\"p50\":%.3f,"
+                  "%s\"%s\":{\"requests\":%llu,\"answered\":%llu,\"failed\":%llu,"
+                  "\"aborted\":%llu,\"in_flight\":%llu,\"latency_ms\":{\"p50\":%.3f,"
                   "\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f}}",
-                  r ? "," : "", route_path[r], U(rs->requests), U(rs->lat.count),
-                  (double)hist_pct(&rs->lat, 50) / 1000, (double)hist_pct(&rs->lat, 90) / 1000,
-                  (double)hist_pct(&rs->lat, 99) / 1000, (double)rs->lat.max_us / 1000);
+                  r ? "," : "", route_path[r], U(rs->requests), U(rs->answered),
+                  U(rs->failed), U(rs->aborted), U(rs->in_flight),
+                  hist_percentile(&rs->lat, 50) / 1000, hist_percentile(&rs->lat, 90) / 1000,
+                  hist_percentile(&rs->lat, 99) / 1000, (double)rs->lat.max / 1000);
     }
     sb_printf(&b, "}}\n");
-    eddy_http_respond(req, 200, "application/json", buf, b.len);
-    record(lc, R_STATS, t0);
+    return b.len;
+}
+
+static void h_stats(struct eddy_http_req *req, void *ud)
+{
+    struct loopctx *lc = ud;
+    int64_t t0 = mono_ns();
+    route_begin(lc, R_STATS);
+    char buf[8192];
+    size_t len = stats_json(lc, buf, sizeof buf);
+    eddy_http_respond(req, 200, "application/json", buf, len);
+    route_end(lc, R_STATS, OUT_ANSWERED, t0);
 }
 
 /* ---- set-up and shutdown ---------------------------------------------- */
+
+/* The signal thread's posts reach a loop only while it is open: from the
+ * end of its set-up (a post waits until the loop runs) until its run
+ * returns (then it is torn down). */
+static pthread_mutex_t post_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool loops_gone; /* cfg.loops is being freed: post to none */
+
+static void lc_set_open(struct loopctx *lc, bool open)
+{
+    pthread_mutex_lock(&post_mu);
+    lc->open = open;
+    pthread_mutex_unlock(&post_mu);
+}
 
 static void on_stop_post(struct eddy_op *op, int res);
 
 static void lc_finished(struct loopctx *lc)
 {
     eddy_loop_unref(lc->loop); /* taken at set-up so stop posts are never missed */
-    if (lc == &cfg.loops[0]) {
-        eddy_cancel(lc->loop, &lc->sig_ops[0]);
-        eddy_cancel(lc->loop, &lc->sig_ops[1]);
-    }
     if (lc->offloads) {
         /* Every request is finished, but blocking calls on the pool can
          * only end by themselves (up to --timeout): do not wait for them.
@@ -612,7 +744,15 @@ static void lc_stop(struct loopctx *lc)
     if (lc->stopping)
         return;
     lc->stopping = true;
-    if (eddy_http_server_shutdown(lc->srv, cfg.drain_ms, srv_done, lc) < 0)
+    int rc = eddy_http_server_shutdown(lc->srv, cfg.drain_ms, srv_done, lc);
+    if (!lc->is_time) {
+        uint64_t busy = 0;
+        for (int r = 0; r < R_COUNT; r++)
+            busy += lc->routes[r].in_flight;
+        fprintf(stderr, "eddy-demo: loop %d: stopped accepting; %llu request%s in flight\n",
+                lc->index, U(busy), busy == 1 ? "" : "s");
+    }
+    if (rc < 0)
         srv_done(lc->srv, lc);
 }
 
@@ -620,24 +760,6 @@ static void on_stop_post(struct eddy_op *op, int res)
 {
     (void)res;
     lc_stop(eddy_container_of(op, struct loopctx, stop_op));
-}
-
-static void on_signal(struct eddy_op *op, int res)
-{
-    if (!(op->flags & EDDY_OP_MORE))
-        return; /* our own cancel */
-    struct loopctx *lc0 = &cfg.loops[0];
-    if (lc0->stopping) {
-        /* The operator's second Ctrl-C: do not make them wait. */
-        fprintf(stderr, "eddy-demo: signal %d again: exiting without draining\n", res);
-        fflush(stderr);
-        _exit(1);
-    }
-    fprintf(stderr, "eddy-demo: signal %d: draining (up to %u ms; again to exit at once)\n",
-            res, cfg.drain_ms);
-    for (unsigned i = 1; i < cfg.threads; i++)
-        eddy_post_to(lc0->loop, cfg.loops[i].loop, &cfg.loops[i].stop_op, on_stop_post);
-    lc_stop(lc0);
 }
 
 /* Creates the loop, its server (and client) on the calling thread. */
@@ -701,6 +823,7 @@ static int lc_setup(struct loopctx *lc)
         goto err;
     lc->lfd = -1; /* the server's now */
     eddy_loop_ref(lc->loop);
+    lc_set_open(lc, true);
     return 0;
 err:
     fprintf(stderr, "eddy-demo: %s loop set-up (%s): %s\n",
@@ -735,6 +858,7 @@ static void lc_teardown(struct loopctx *lc)
 static void lc_run(struct loopctx *lc)
 {
     int rc = eddy_loop_run(lc->loop, EDDY_RUN_DEFAULT);
+    lc_set_open(lc, false);
     if (rc < 0) {
         fprintf(stderr, "eddy-demo: loop %d: %s\n", lc->index, eddy_strerror(rc));
         lc->rc = 1;
@@ -762,6 +886,82 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
+/* ---- signals ----------------------------------------------------------- */
+
+/*
+ * The signals are read by a thread of their own (sigwaitinfo), not by a
+ * loop: a loop held by a blocking call (/api/block) cannot read anything,
+ * and the operator's second Ctrl-C must work exactly then.  Every other
+ * thread has them blocked (the mask is set before the first thread
+ * starts), so this thread is their only reader.  It reaches the loops with
+ * thread-safe posts, under post_mu, and only while they are open.
+ */
+static const int demo_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2};
+
+static const char *sig_name(int s)
+{
+    switch (s) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return "signal";
+    }
+}
+
+/* SIGUSR1, on each loop's own thread: its /stats line to stderr. */
+static void on_dump_post(struct eddy_op *op, int res)
+{
+    (void)res;
+    struct loopctx *lc = eddy_container_of(op, struct loopctx, dump_op);
+    char buf[8192];
+    size_t len = stats_json(lc, buf, sizeof buf);
+    fprintf(stderr, "eddy-demo: stats: %.*s", (int)len, buf);
+    atomic_store(&lc->dump_pending, false);
+}
+
+static void *signal_main(void *arg)
+{
+    const sigset_t *set = arg;
+    bool draining = false;
+    for (;;) {
+        int s = sigwaitinfo(set, NULL);
+        if (s < 0)
+            continue; /* EINTR */
+        if (s == SIGUSR2) {
+            fprintf(stderr, "eddy-demo: SIGUSR2: ignored\n");
+            continue;
+        }
+        if (s != SIGUSR1 && draining) {
+            /* The operator's second Ctrl-C: do not make them wait, even
+             * for a loop that a blocking call holds. */
+            fprintf(stderr, "eddy-demo: %s again: exiting without draining\n", sig_name(s));
+            _exit(1);
+        }
+        if (s != SIGUSR1) {
+            draining = true;
+            fprintf(stderr, "eddy-demo: %s: draining (up to %u ms; again to exit at once)\n",
+                    sig_name(s), cfg.drain_ms);
+        }
+        pthread_mutex_lock(&post_mu);
+        for (unsigned i = 0; !loops_gone && i <= cfg.threads; i++) {
+            struct loopctx *lc = i < cfg.threads ? &cfg.loops[i] : cfg.time_lc;
+            if (!lc || !lc->open)
+                continue;
+            if (s == SIGUSR1) {
+                if (!atomic_exchange(&lc->dump_pending, true))
+                    eddy_post_threadsafe(lc->loop, &lc->dump_op, on_dump_post);
+            } else if (!lc->is_time) {
+                /* the time service stops after the main loops (lc_finished) */
+                eddy_post_threadsafe(lc->loop, &lc->stop_op, on_stop_post);
+            }
+        }
+        pthread_mutex_unlock(&post_mu);
+    }
+    return NULL;
+}
+
 /* ---- command line ------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -776,31 +976,43 @@ static void usage(FILE *f)
         "  /api/block        the same with the blocking client on the loop thread (stalls it)\n"
         "  /api/offload      the blocking client on the worker pool\n"
         "  /plaintext        \"Hello, World!\"\n"
-        "  /stats            JSON: loop counters, connections, requests and latency\n"
-        "                    percentiles per route (handler to answer), of the loop that\n"
-        "                    answers (\"scope\":\"loop\"; with --threads N each loop counts\n"
-        "                    its own requests)\n"
+        "  /stats            JSON: loop counters, connections; per route its requests,\n"
+        "                    each counted once as it ends: requests =\n"
+        "                    answered + failed + aborted + in_flight (failed: an error\n"
+        "                    answer, 5xx; aborted: the client left before its answer),\n"
+        "                    and the latency of the answers (handler to answer): p50,\n"
+        "                    p90, p99 interpolated within a log-linear histogram bucket\n"
+        "                    (within 3 %%), max exact.  Of the loop that answers\n"
+        "                    (\"scope\":\"loop\"; with --threads N each loop counts its own)\n"
         "Upstream errors answer 502, upstream timeouts 504, each with a one-line reason.\n"
         "\n"
         "Options:\n"
         "  --host ADDR            address to bind (default 0.0.0.0; \"::\" is dual stack)\n"
-        "  --port P               main port (default 2345; 0 picks a free one)\n"
-        "  --time-port Q          time service port, on its own loop thread (default 2346,\n"
-        "                         or a free one with --port 0; 0 picks a free one; \"off\"\n"
-        "                         runs no time service)\n"
-        "  --threads N            main loops, one per thread, SO_REUSEPORT (default 1)\n"
+        "  --port P               main port, 0-65535 (default 2345; 0 picks a free one)\n"
+        "  --time-port Q|off      time service port (not --port), on its own loop thread:\n"
+        "                         default 2346 (a free one with --port 0); 0 picks a free\n"
+        "                         one; \"off\" runs no time service and needs --upstream\n"
+        "  --threads N            main loops, one per thread, SO_REUSEPORT (default 1;\n"
+        "                         1-256)\n"
         "  --upstream URL|self    what /api/noblock, /api/block and /api/offload fetch\n"
-        "                         (default: the time service).  A URL without a path\n"
-        "                         gets /api/time.  \"self\": this server's own port, the\n"
-        "                         original single-loop set-up (/api/block then ends in 504)\n"
-        "  --timeout SEC          upstream request timeout in seconds, decimals allowed\n"
-        "                         (default 60, as in the original)\n"
-        "  --delay-ms MS          /api/time waits exactly MS instead of a random 10-500 ms\n"
+        "                         (default: the time service).  URL:\n"
+        "                         http://host[:port][/path][?query] (scheme in any case;\n"
+        "                         host a name, IPv4 or [IPv6]; port 1-65535; no user@),\n"
+        "                         checked at start; without a path it gets /api/time\n"
+        "                         (before the query).  \"self\": this server's own port,\n"
+        "                         the original single-loop set-up (/api/block then\n"
+        "                         ends in 504)\n"
+        "  --timeout SEC          upstream request timeout in seconds, decimals allowed,\n"
+        "                         at most 86400 (default 60, as in the original)\n"
+        "  --delay-ms MS          /api/time waits exactly MS (0-600000) instead of a\n"
+        "                         random 10-500 ms\n"
         "  --seed N               seed of the random delays (default: time and pid)\n"
         "  --stall-ms MS          stall watchdog threshold, reported on stderr (default 100;\n"
         "                         0 = off)\n"
-        "  --pool N               worker threads per loop for /api/offload (default 4)\n"
-        "  --upstream-conns N     async client connections per upstream origin (default 1024)\n"
+        "  --pool N               worker threads per loop for /api/offload (default 4;\n"
+        "                         1-1024)\n"
+        "  --upstream-conns N     async client connections per upstream origin, 1-100000\n"
+        "                         (default 1024)\n"
         "  --drain-ms MS          graceful shutdown: time for requests in flight (default 5000)\n"
         "  --header-timeout-ms MS whole request head, else 408 (default 10000)\n"
         "  --body-timeout-ms MS   whole request body, from the end of the head, else 408\n"
@@ -808,7 +1020,8 @@ static void usage(FILE *f)
         "  --idle-timeout-ms MS   keep-alive idle, then close (default 60000)\n"
         "  --send-timeout-ms MS   a client that does not read an answer for MS is closed\n"
         "                         (default 30000)\n"
-        "  --max-conns N          connections per loop; beyond, 503 and close (default 10000)\n"
+        "  --max-conns N          connections per loop, 1-1000000; beyond, 503 and close\n"
+        "                         (default 10000)\n"
         "  --half-close finish|abort\n"
         "                         a client's EOF before its answers: finish (default)\n"
         "                         answers every request received, then closes, so\n"
@@ -819,23 +1032,138 @@ static void usage(FILE *f)
         "                         handler's upstream fetch stops), as Tornado does\n"
         "  --defer-accept SEC     TCP_DEFER_ACCEPT: a connection is handed over only once\n"
         "                         its first bytes are in (a silent client after about SEC\n"
-        "                         seconds); saves a wake-up per connection (default 0: off)\n"
+        "                         seconds, 0-3600); saves a wake-up per connection\n"
+        "                         (default 0: off)\n"
         "  --help                 this text\n"
+        "Times in MS are 0-86400000 (a day); the four --*-timeout-ms at least 1.\n"
+        "A bad value is named on stderr with what it accepts, and the exit status is 2.\n"
         "\n"
-        "Prints one line once ready: \"eddy-demo: port P time-port Q: serving URLs...\".\n"
-        "SIGINT/SIGTERM: stop accepting, finish requests in flight (up to --drain-ms),\n"
-        "exit 0; a second signal exits at once (status 1).\n");
+        "Prints one line once ready: \"eddy-demo: port P time-port Q: serving URLs...\"\n"
+        "(Q is \"off\" with --time-port off).\n"
+        "\n"
+        "Signals:\n"
+        "  SIGINT, SIGTERM, SIGHUP: drain: stop accepting, finish the requests in flight\n"
+        "           (up to --drain-ms), exit 0.  A second one exits at once (status 1),\n"
+        "           also while a blocking call (/api/block) holds a loop.\n"
+        "  SIGUSR1: each loop prints its /stats line to stderr (once the loop is free).\n"
+        "  SIGUSR2: ignored (noted on stderr).\n");
 }
 
-static bool parse_ul(const char *s, unsigned long max, unsigned long *out)
+/* A usage error: the reason (one line), a pointer to --help, status 2. */
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("eddy-demo: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'eddy-demo --help'.\n", stderr);
+    return 2;
+}
+
+/* A whole decimal number in [min, max], else false with the option named. */
+static bool opt_num(const char *opt, const char *arg, unsigned long min, unsigned long max,
+                    const char *note, unsigned long *out)
 {
     char *end;
     errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || v > max || *s == '-')
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || *arg == '-' || *arg == '+' || v < min || v > max) {
+        usage_error("%s %s: want a number from %lu to %lu%s", opt, arg, min, max, note);
         return false;
+    }
     *out = v;
     return true;
+}
+
+/*
+ * Checks an --upstream URL by the client's rules (eddy/http_client.h), so a
+ * URL the client would refuse stops the demo at start instead of turning
+ * every fetch into a 502, and writes what the routes fetch into out: the
+ * scheme in lower case, /api/time when there is no path (before the
+ * query), no fragment (never sent).  0, or -1 with the reason in why.
+ */
+static int upstream_parse(const char *url, char *out, size_t n, char *why, size_t wn)
+{
+    if (strncasecmp(url, "http://", 7) != 0) {
+        snprintf(why, wn, "want self or http://host[:port][/path][?query]");
+        return -1;
+    }
+    const char *h = url + 7;
+    size_t alen = strcspn(h, "/?#"); /* the authority: host[:port] */
+    const char *rest = h + alen, *port = NULL;
+    if (memchr(h, '@', alen)) {
+        snprintf(why, wn, "user info (user@) is not supported");
+        return -1;
+    }
+    if (alen && h[0] == '[') {
+        const char *close = memchr(h, ']', alen);
+        if (!close) {
+            snprintf(why, wn, "no ] after the IPv6 address");
+            return -1;
+        }
+        char a6[64];
+        struct in6_addr ip;
+        int l = (int)(close - h - 1);
+        snprintf(a6, sizeof a6, "%.*s", l, h + 1);
+        if ((size_t)l >= sizeof a6 || inet_pton(AF_INET6, a6, &ip) != 1) {
+            snprintf(why, wn, "[%.*s] is not an IPv6 address", l, h + 1);
+            return -1;
+        }
+        if (close + 1 < rest) {
+            if (close[1] != ':') {
+                snprintf(why, wn, "want [IPv6]:port");
+                return -1;
+            }
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(h, ':', alen);
+        size_t hl = colon ? (size_t)(colon - h) : alen;
+        if (hl == 0) {
+            snprintf(why, wn, "no host");
+            return -1;
+        }
+        for (size_t i = 0; i < hl; i++) {
+            unsigned char c = (unsigned char)h[i];
+            if (!isalnum(c) && c != '-' && c != '.' && c != '_') {
+                snprintf(why, wn, "bad character in the host (A-Z a-z 0-9 - . _ only)");
+                return -1;
+            }
+        }
+        if (hl > 255) {
+            snprintf(why, wn, "the host is longer than 255 bytes");
+            return -1;
+        }
+        port = colon ? colon + 1 : NULL;
+    }
+    if (port) {
+        unsigned long p = 0;
+        const char *c = port;
+        for (; c < rest && isdigit((unsigned char)*c) && p <= 65535; c++)
+            p = p * 10 + (unsigned long)(*c - '0');
+        if (c == port || c < rest || p == 0 || p > 65535) {
+            snprintf(why, wn, "port '%.*s': want a number from 1 to 65535", (int)(rest - port),
+                     port);
+            return -1;
+        }
+    }
+    size_t tlen = strcspn(rest, "#"), plen = strcspn(rest, "?#");
+    for (size_t i = 0; i < tlen; i++) {
+        unsigned char c = (unsigned char)rest[i];
+        if (c <= 0x20 || c >= 0x7f) {
+            snprintf(why, wn, "spaces and control characters are not allowed");
+            return -1;
+        }
+    }
+    int w = snprintf(out, n, "http://%.*s%s%.*s", (int)alen, h, plen ? "" : "/api/time",
+                     (int)tlen, rest);
+    if (w < 0 || (size_t)w >= n) {
+        snprintf(why, wn, "longer than %zu bytes", n - 1);
+        return -1;
+    }
+    return 0;
 }
 
 enum {
@@ -843,6 +1171,176 @@ enum {
     O_STALL, O_POOL, O_UPCONNS, O_DRAIN, O_HDR_TO, O_BODY_TO, O_IDLE_TO, O_SEND_TO,
     O_MAXCONNS, O_HALFCLOSE, O_DEFER, O_HELP,
 };
+
+/*
+ * Fills cfg from the command line and checks it whole before anything is
+ * bound or started.  Returns -1 to go on, or the exit status: 0 after
+ * --help, 2 after a usage error (already reported on stderr).
+ */
+static int parse_args(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, O_HOST},
+        {"port", required_argument, NULL, O_PORT},
+        {"time-port", required_argument, NULL, O_TIME_PORT},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"upstream", required_argument, NULL, O_UPSTREAM},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"delay-ms", required_argument, NULL, O_DELAY},
+        {"seed", required_argument, NULL, O_SEED},
+        {"stall-ms", required_argument, NULL, O_STALL},
+        {"pool", required_argument, NULL, O_POOL},
+        {"upstream-conns", required_argument, NULL, O_UPCONNS},
+        {"drain-ms", required_argument, NULL, O_DRAIN},
+        {"header-timeout-ms", required_argument, NULL, O_HDR_TO},
+        {"body-timeout-ms", required_argument, NULL, O_BODY_TO},
+        {"idle-timeout-ms", required_argument, NULL, O_IDLE_TO},
+        {"send-timeout-ms", required_argument, NULL, O_SEND_TO},
+        {"max-conns", required_argument, NULL, O_MAXCONNS},
+        {"half-close", required_argument, NULL, O_HALFCLOSE},
+        {"defer-accept", required_argument, NULL, O_DEFER},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    static const char port_note[] = " (0: a free port)";
+    bool have_seed = false, time_port_set = false;
+    int ch, idx = 0;
+    unsigned long v;
+    const unsigned long big = 86400000ul; /* a day, in ms: bounds every time flag */
+    while ((ch = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
+        char opt[32] = ""; /* the option's full name, however it was spelt */
+        if (ch >= O_HOST)
+            snprintf(opt, sizeof opt, "--%s", longopts[idx].name);
+        switch (ch) {
+        case O_HOST: cfg.host = optarg; break;
+        case O_PORT:
+            if (!opt_num(opt, optarg, 0, 65535, port_note, &v))
+                return 2;
+            cfg.port = (unsigned)v;
+            break;
+        case O_TIME_PORT:
+            if (!strcmp(optarg, "off")) {
+                cfg.time_off = true;
+                break;
+            }
+            if (!opt_num(opt, optarg, 0, 65535, " (0: a free port), or off", &v))
+                return 2;
+            cfg.time_port = (unsigned)v;
+            cfg.time_off = false;
+            time_port_set = true;
+            break;
+        case O_THREADS:
+            if (!opt_num(opt, optarg, 1, 256, "", &v))
+                return 2;
+            cfg.threads = (unsigned)v;
+            break;
+        case O_UPSTREAM: cfg.upstream_arg = optarg; break;
+        case O_TIMEOUT: {
+            char *end;
+            double d = strtod(optarg, &end);
+            if (end == optarg || *end || !(d > 0) || d * 1000 > (double)big)
+                return usage_error("%s %s: want seconds, more than 0 and at most %lu "
+                                   "(decimals allowed)", opt, optarg, big / 1000);
+            cfg.timeout_ms = (unsigned)(d * 1000 + 0.5);
+            if (cfg.timeout_ms == 0)
+                cfg.timeout_ms = 1;
+            break;
+        }
+        case O_DELAY:
+            if (!opt_num(opt, optarg, 0, 600000, "", &v))
+                return 2;
+            cfg.delay_ms = (int)v;
+            break;
+        case O_SEED: {
+            char *end;
+            errno = 0;
+            cfg.seed = strtoull(optarg, &end, 0);
+            if (errno || end == optarg || *end)
+                return usage_error("%s %s: want a number (decimal, or hex with 0x)", opt,
+                                   optarg);
+            have_seed = true;
+            break;
+        }
+        case O_STALL:
+            if (!opt_num(opt, optarg, 0, big, " (0: off)", &v))
+                return 2;
+            cfg.stall_ms = (unsigned)v;
+            break;
+        case O_POOL:
+            if (!opt_num(opt, optarg, 1, 1024, "", &v))
+                return 2;
+            cfg.pool = (unsigned)v;
+            break;
+        case O_UPCONNS:
+            if (!opt_num(opt, optarg, 1, 100000, "", &v))
+                return 2;
+            cfg.upstream_conns = (unsigned)v;
+            break;
+        case O_DRAIN:
+            if (!opt_num(opt, optarg, 0, big, "", &v))
+                return 2;
+            cfg.drain_ms = (unsigned)v;
+            break;
+        case O_HDR_TO:
+        case O_BODY_TO:
+        case O_IDLE_TO:
+        case O_SEND_TO:
+            if (!opt_num(opt, optarg, 1, big, "", &v))
+                return 2;
+            *(ch == O_HDR_TO ? &cfg.header_timeout_ms
+              : ch == O_BODY_TO ? &cfg.body_timeout_ms
+              : ch == O_IDLE_TO ? &cfg.idle_timeout_ms
+                                : &cfg.send_timeout_ms) = (unsigned)v;
+            break;
+        case O_MAXCONNS:
+            if (!opt_num(opt, optarg, 1, 1000000, "", &v))
+                return 2;
+            cfg.max_conns = (unsigned)v;
+            break;
+        case O_DEFER:
+            if (!opt_num(opt, optarg, 0, 3600, " (0: off)", &v))
+                return 2;
+            cfg.defer_accept_s = (unsigned)v;
+            break;
+        case O_HALFCLOSE:
+            if (!strcmp(optarg, "finish"))
+                cfg.eof_finish = 1;
+            else if (!strcmp(optarg, "abort"))
+                cfg.eof_finish = 0;
+            else
+                return usage_error("%s %s: want finish or abort", opt, optarg);
+            break;
+        case O_HELP:
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            /* getopt_long has said what was wrong */
+            fputs("Try 'eddy-demo --help'.\n", stderr);
+            return 2;
+        }
+    }
+    if (optind != argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    /* Asking for any free main port means: do not claim a fixed one. */
+    if (cfg.port == 0 && !time_port_set)
+        cfg.time_port = 0;
+    if (!cfg.time_off && cfg.port && cfg.port == cfg.time_port)
+        return usage_error("--port and --time-port are both %u: the time service needs a "
+                           "port of its own (0 picks a free one)", cfg.port);
+    const char *up = cfg.upstream_arg;
+    if (!up && cfg.time_off)
+        return usage_error("--time-port off needs --upstream (without the time service the "
+                           "fetching routes have nothing to fetch)");
+    if (up && strcmp(up, "self") != 0) {
+        char why[160];
+        if (upstream_parse(up, cfg.upstream, sizeof cfg.upstream, why, sizeof why) < 0)
+            return usage_error("--upstream %s: %s", up, why);
+    }
+    if (!have_seed)
+        cfg.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    return -1;
+}
 
 /* The host clients should dial to reach a server bound to cfg.host. */
 static void dial_host(char *out, size_t n)
@@ -927,146 +1425,9 @@ static int open_listener(unsigned *port, bool shared, bool first, const char *wh
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"host", required_argument, NULL, O_HOST},
-        {"port", required_argument, NULL, O_PORT},
-        {"time-port", required_argument, NULL, O_TIME_PORT},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"upstream", required_argument, NULL, O_UPSTREAM},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"delay-ms", required_argument, NULL, O_DELAY},
-        {"seed", required_argument, NULL, O_SEED},
-        {"stall-ms", required_argument, NULL, O_STALL},
-        {"pool", required_argument, NULL, O_POOL},
-        {"upstream-conns", required_argument, NULL, O_UPCONNS},
-        {"drain-ms", required_argument, NULL, O_DRAIN},
-        {"header-timeout-ms", required_argument, NULL, O_HDR_TO},
-        {"body-timeout-ms", required_argument, NULL, O_BODY_TO},
-        {"idle-timeout-ms", required_argument, NULL, O_IDLE_TO},
-        {"send-timeout-ms", required_argument, NULL, O_SEND_TO},
-        {"max-conns", required_argument, NULL, O_MAXCONNS},
-        {"half-close", required_argument, NULL, O_HALFCLOSE},
-        {"defer-accept", required_argument, NULL, O_DEFER},
-        {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    bool have_seed = false, time_port_set = false;
-    int ch;
-    unsigned long v;
-    const unsigned long big = 86400000ul; /* a day, in ms: bounds every time flag */
-    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (ch) {
-        case O_HOST: cfg.host = optarg; break;
-        case O_PORT:
-            if (!parse_ul(optarg, 65535, &v))
-                goto bad;
-            cfg.port = (unsigned)v;
-            break;
-        case O_TIME_PORT:
-            if (!strcmp(optarg, "off")) {
-                cfg.time_off = true;
-                break;
-            }
-            if (!parse_ul(optarg, 65535, &v))
-                goto bad;
-            cfg.time_port = (unsigned)v;
-            cfg.time_off = false;
-            time_port_set = true;
-            break;
-        case O_THREADS:
-            if (!parse_ul(optarg, 256, &v) || v == 0)
-                goto bad;
-            cfg.threads = (unsigned)v;
-            break;
-        case O_UPSTREAM: cfg.upstream_arg = optarg; break;
-        case O_TIMEOUT: {
-            char *end;
-            double d = strtod(optarg, &end);
-            if (end == optarg || *end || !(d > 0) || d * 1000 > (double)big)
-                goto bad;
-            cfg.timeout_ms = (unsigned)(d * 1000 + 0.5);
-            if (cfg.timeout_ms == 0)
-                cfg.timeout_ms = 1;
-            break;
-        }
-        case O_DELAY:
-            if (!parse_ul(optarg, 600000, &v))
-                goto bad;
-            cfg.delay_ms = (int)v;
-            break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            cfg.seed = strtoull(optarg, &end, 0);
-            if (errno || end == optarg || *end)
-                goto bad;
-            have_seed = true;
-            break;
-        }
-        case O_STALL:
-            if (!parse_ul(optarg, big, &v))
-                goto bad;
-            cfg.stall_ms = (unsigned)v;
-            break;
-        case O_POOL:
-            if (!parse_ul(optarg, 1024, &v) || v == 0)
-                goto bad;
-            cfg.pool = (unsigned)v;
-            break;
-        case O_UPCONNS:
-            if (!parse_ul(optarg, 100000, &v) || v == 0)
-                goto bad;
-            cfg.upstream_conns = (unsigned)v;
-            break;
-        case O_DRAIN:
-            if (!parse_ul(optarg, big, &v))
-                goto bad;
-            cfg.drain_ms = (unsigned)v;
-            break;
-        case O_HDR_TO:
-        case O_BODY_TO:
-        case O_IDLE_TO:
-        case O_SEND_TO:
-            if (!parse_ul(optarg, big, &v) || v == 0)
-                goto bad;
-            *(ch == O_HDR_TO ? &cfg.header_timeout_ms
-              : ch == O_BODY_TO ? &cfg.body_timeout_ms
-              : ch == O_IDLE_TO ? &cfg.idle_timeout_ms
-                                : &cfg.send_timeout_ms) = (unsigned)v;
-            break;
-        case O_MAXCONNS:
-            if (!parse_ul(optarg, 1000000, &v) || v == 0)
-                goto bad;
-            cfg.max_conns = (unsigned)v;
-            break;
-        case O_DEFER:
-            if (!parse_ul(optarg, 3600, &v))
-                goto bad;
-            cfg.defer_accept_s = (unsigned)v;
-            break;
-        case O_HALFCLOSE:
-            if (!strcmp(optarg, "finish"))
-                cfg.eof_finish = 1;
-            else if (!strcmp(optarg, "abort"))
-                cfg.eof_finish = 0;
-            else
-                goto bad;
-            break;
-        case O_HELP:
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            goto bad;
-        }
-    }
-    if (optind != argc)
-        goto bad;
-    /* Asking for any free main port means: do not claim a fixed one. */
-    if (cfg.port == 0 && !time_port_set)
-        cfg.time_port = 0;
-    if (!have_seed)
-        cfg.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    int st = parse_args(argc, argv);
+    if (st >= 0)
+        return st;
     clock_gettime(CLOCK_MONOTONIC, &cfg.started);
     signal(SIGPIPE, SIG_IGN);
 
@@ -1093,38 +1454,25 @@ int main(int argc, char **argv)
     char dial[300];
     dial_host(dial, sizeof dial);
     const char *up = cfg.upstream_arg;
-    if (!up && cfg.time_off) {
-        fprintf(stderr, "eddy-demo: --time-port off needs --upstream\n");
-        goto bad;
-    }
     if (!up)
         snprintf(cfg.upstream, sizeof cfg.upstream, "http://%s:%u/api/time", dial, cfg.time_port);
     else if (!strcmp(up, "self"))
         snprintf(cfg.upstream, sizeof cfg.upstream, "http://%s:%u/api/time", dial, cfg.port);
-    else if (strncmp(up, "http://", 7) || strlen(up) > sizeof cfg.upstream - 16) {
-        fprintf(stderr, "eddy-demo: --upstream wants self or http://host[:port][/path]\n");
-        goto bad;
-    } else
-        snprintf(cfg.upstream, sizeof cfg.upstream, "%s%s", up,
-                 strchr(up + 7, '/') ? "" : "/api/time");
+    /* else parse_args() has checked and completed it */
 
-    /* Loop 0 reads the signals; every other thread must block them, so
-     * block them before any thread is created (threads inherit the mask). */
-    sigset_t set;
+    /* The signal thread reads the signals; every other thread must block
+     * them, so block them before any thread is created (threads inherit
+     * the mask). */
+    static sigset_t set;
     sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    for (size_t i = 0; i < sizeof demo_signals / sizeof demo_signals[0]; i++)
+        sigaddset(&set, demo_signals[i]);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     atomic_store(&cfg.main_left, cfg.threads);
     struct loopctx *lc0 = &cfg.loops[0];
     if (lc_setup(lc0) < 0)
         return 1;
-    if (eddy_signal(lc0->loop, &lc0->sig_ops[0], SIGINT, on_signal) < 0 ||
-        eddy_signal(lc0->loop, &lc0->sig_ops[1], SIGTERM, on_signal) < 0) {
-        fprintf(stderr, "eddy-demo: cannot watch signals\n");
-        return 1;
-    }
     unsigned want = 0;
     for (unsigned i = 1; i <= cfg.threads; i++) {
         struct loopctx *lc = i < cfg.threads ? &cfg.loops[i] : cfg.time_lc;
@@ -1143,19 +1491,27 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&ready_mu);
     if (failed)
         return 1; /* the reason is on stderr; exiting ends the other loops */
+    pthread_t sig_thread;
+    if (pthread_create(&sig_thread, NULL, signal_main, &set) != 0) {
+        fprintf(stderr, "eddy-demo: cannot start the signal thread\n");
+        return 1;
+    }
+    pthread_detach(sig_thread); /* it waits for signals until the process ends */
 
-    char tsvc[350] = "off";
-    if (!cfg.time_off)
+    char tsvc[350] = "off", tport[8] = "off";
+    if (!cfg.time_off) {
         snprintf(tsvc, sizeof tsvc, "http://%s:%u/api/time", dial, cfg.time_port);
-    printf("eddy-demo: port %u time-port %u: serving http://%s:%u/api/time /api/noblock "
+        snprintf(tport, sizeof tport, "%u", cfg.time_port);
+    }
+    printf("eddy-demo: port %u time-port %s: serving http://%s:%u/api/time /api/noblock "
            "/api/block /api/offload /plaintext /stats; time service %s; upstream %s; "
            "%u loop%s\n",
-           cfg.port, cfg.time_off ? 0 : cfg.time_port, dial, cfg.port, tsvc, cfg.upstream,
-           cfg.threads, cfg.threads == 1 ? "" : "s");
+           cfg.port, tport, dial, cfg.port, tsvc, cfg.upstream, cfg.threads,
+           cfg.threads == 1 ? "" : "s");
     fflush(stdout);
     /* The same for the log (scripts and tests of the first demo read it). */
-    fprintf(stderr, "eddy-demo: listening on %s:%u (time port %u)\n", cfg.host, cfg.port,
-            cfg.time_off ? 0 : cfg.time_port);
+    fprintf(stderr, "eddy-demo: listening on %s:%u (time port %s)\n", cfg.host, cfg.port,
+            tport);
 
     lc_run(lc0);
     int status = lc0->rc;
@@ -1170,11 +1526,10 @@ int main(int argc, char **argv)
     bool abandoned = false;
     for (unsigned i = 0; i < cfg.threads; i++)
         abandoned |= cfg.loops[i].abandoned;
+    pthread_mutex_lock(&post_mu);
+    loops_gone = true; /* the signal thread posts to none from now on */
+    pthread_mutex_unlock(&post_mu);
     if (!abandoned)
         free(cfg.loops); /* else the pool threads still use what hangs off it */
     return status ? 1 : 0;
-
-bad:
-    usage(stderr);
-    return 2;
 }

@@ -13,8 +13,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <regex.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +31,9 @@
 
 struct demo {
     pid_t pid;
-    uint16_t port, time_port;
+    uint16_t port, time_port; /* time_port 0: --time-port off */
     char errpath[64];
+    char line[1024]; /* the start line */
 };
 
 /* The running child, so a failed test still does not leave it behind. */
@@ -97,9 +100,16 @@ static void demo_start(struct demo *d, const char *const *extra)
     line[len] = 0;
     close(out[0]);
     unsigned port = 0, tport = 0;
-    assert_int_equal(sscanf(line, "eddy-demo: port %u time-port %u", &port, &tport), 2);
-    assert_true(port > 0 && port < 65536 && tport > 0 && tport < 65536);
-    assert_true(port != tport);
+    char toff[4] = "";
+    if (sscanf(line, "eddy-demo: port %u time-port %3[of]:", &port, toff) == 2) {
+        assert_string_equal(toff, "off"); /* --time-port off: no time service */
+        assert_true(port > 0 && port < 65536);
+    } else {
+        assert_int_equal(sscanf(line, "eddy-demo: port %u time-port %u", &port, &tport), 2);
+        assert_true(port > 0 && port < 65536 && tport > 0 && tport < 65536);
+        assert_true(port != tport);
+    }
+    snprintf(d->line, sizeof d->line, "%s", line);
     assert_non_null(strstr(line, "/api/noblock"));
     d->port = (uint16_t)port;
     d->time_port = (uint16_t)tport;
@@ -243,6 +253,220 @@ static bool matches(const char *re, const char *s)
 
 #define E_RE "e:[0-9]{10}\\.[0-9]{6}$"
 
+/* Waits (bounded) until the child's stderr contains s. */
+static bool demo_stderr_wait(const struct demo *d, const char *s, unsigned timeout_ms)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    while (!strstr(demo_stderr(d), s)) {
+        if (ts_now_ms() > deadline)
+            return false;
+        usleep(5000);
+    }
+    return true;
+}
+
+/* Waits for the child to exit: its wait status, or -1 (then it is killed)
+ * after timeout_ms. */
+static int demo_wait_exit(struct demo *d, unsigned timeout_ms)
+{
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    int status = 0;
+    for (;;) {
+        pid_t r = waitpid(d->pid, &status, WNOHANG);
+        assert_true(r >= 0);
+        if (r == d->pid)
+            break;
+        if (ts_now_ms() > deadline) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, NULL, 0);
+            status = -1;
+            break;
+        }
+        usleep(2000);
+    }
+    d->pid = -1;
+    return status;
+}
+
+/* GET /stats until its text has want (bounded); returns the last body. */
+static const char *stats_wait(uint16_t port, const char *want, unsigned timeout_ms)
+{
+    static struct hres s;
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    for (;;) {
+        http_get(port, "/stats", &s, 2000);
+        assert_int_equal(s.status, 200);
+        if (strstr(s.body, want))
+            return s.body;
+        if (ts_now_ms() > deadline)
+            fail_msg("/stats never showed %s: %s", want, s.body);
+        usleep(10000);
+    }
+}
+
+/*
+ * Runs eddy-demo with args (a NULL-terminated list after argv[0]), stdout
+ * to /dev/null, and returns its exit status, or -1 if it was still running
+ * after timeout_ms (then it is killed).  err gets its whole stderr.
+ */
+static int demo_run(const char *const *args, char *err, size_t errlen, unsigned timeout_ms)
+{
+    const char *argv[32] = {"eddy-demo"};
+    size_t n = 1;
+    for (; args && *args; args++) {
+        assert_true(n < 31);
+        argv[n++] = *args;
+    }
+    argv[n] = NULL;
+    int ep[2];
+    assert_int_equal(pipe2(ep, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 1);
+        dup2(ep[1], 2);
+        execv(EDDY_DEMO_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    close(ep[1]);
+    size_t len = 0;
+    int64_t deadline = ts_now_ms() + timeout_ms;
+    bool timed_out = false;
+    for (;;) {
+        struct pollfd p = {.fd = ep[0], .events = POLLIN};
+        int left = (int)(deadline - ts_now_ms());
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
+        if (poll(&p, 1, left) <= 0)
+            continue;
+        ssize_t r = read(ep[0], err + len, errlen - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == errlen - 1)
+            break;
+    }
+    err[len] = 0;
+    close(ep[0]);
+    int status = 0;
+    while (!timed_out && waitpid(pid, &status, WNOHANG) == 0) {
+        if (ts_now_ms() > deadline)
+            timed_out = true;
+        else
+            usleep(2000);
+    }
+    if (timed_out) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A usage error: exit status 2 within 3 s, stderr exactly want. */
+static void expect_usage_error(const char *const *args, const char *want)
+{
+    static char err[16384];
+    int st = demo_run(args, err, sizeof err, 3000);
+    if (st != 2 || strcmp(err, want) != 0)
+        fail_msg("eddy-demo %s %s ...: exit %d (want 2), stderr:\n%s\nwanted:\n%s", args[0],
+                 args[1] ? args[1] : "", st, err, want);
+}
+
+/* Parses "route":{"requests":R,"answered":A,"failed":F,"aborted":X,
+ * "in_flight":I from a /stats body; fails the test when absent. */
+static void route_counts(const char *body, const char *route, unsigned long c[5])
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":{", route);
+    const char *p = strstr(body, key);
+    if (!p || sscanf(p + strlen(key),
+                     "\"requests\":%lu,\"answered\":%lu,\"failed\":%lu,\"aborted\":%lu,"
+                     "\"in_flight\":%lu,",
+                     &c[0], &c[1], &c[2], &c[3], &c[4]) != 5)
+        fail_msg("/stats lacks %s's requests/answered/failed/aborted/in_flight: %s", route,
+                 body);
+    if (c[0] != c[1] + c[2] + c[3] + c[4])
+        fail_msg("%s: requests %lu != answered %lu + failed %lu + aborted %lu + in flight %lu",
+                 route, c[0], c[1], c[2], c[3], c[4]);
+}
+
+/* ---- a fake upstream that records request lines ------------------------ */
+
+struct fake_up {
+    int lfd;
+    uint16_t port;
+    pthread_t th;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    int n;
+    char lines[16][512];
+};
+
+static void *fake_up_main(void *arg)
+{
+    struct fake_up *u = arg;
+    while (!atomic_load(&u->stop)) {
+        struct pollfd p = {.fd = u->lfd, .events = POLLIN};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        int fd = accept4(u->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+            continue;
+        char buf[4096];
+        size_t len = 0;
+        int64_t deadline = ts_now_ms() + 2000;
+        while (len < sizeof buf - 1 && ts_now_ms() < deadline) {
+            struct pollfd q = {.fd = fd, .events = POLLIN};
+            if (poll(&q, 1, 50) <= 0)
+                continue;
+            ssize_t r = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+            if (r <= 0)
+                break;
+            len += (size_t)r;
+            buf[len] = 0;
+            if (strstr(buf, "\r\n\r\n"))
+                break;
+        }
+        buf[len] = 0;
+        char *eol = strstr(buf, "\r\n");
+        if (eol) {
+            *eol = 0;
+            pthread_mutex_lock(&u->mu);
+            if (u->n < 16)
+                snprintf(u->lines[u->n++], sizeof u->lines[0], "%.*s",
+                         (int)sizeof u->lines[0] - 1, buf);
+            pthread_mutex_unlock(&u->mu);
+            static const char ans[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                      "Content-Length: 2\r\nConnection: close\r\n\r\nup";
+            ssize_t w = send(fd, ans, sizeof ans - 1, MSG_NOSIGNAL);
+            (void)w;
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void fake_up_start(struct fake_up *u)
+{
+    memset(u, 0, sizeof *u);
+    pthread_mutex_init(&u->mu, NULL);
+    u->lfd = ts_listen(0, &u->port);
+    assert_true(u->lfd >= 0);
+    assert_int_equal(pthread_create(&u->th, NULL, fake_up_main, u), 0);
+}
+
+static void fake_up_stop(struct fake_up *u)
+{
+    atomic_store(&u->stop, 1);
+    pthread_join(u->th, NULL);
+    close(u->lfd);
+    pthread_mutex_destroy(&u->mu);
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 static void test_help(void **state)
@@ -286,6 +510,13 @@ static void test_help(void **state)
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strstr(text, flags[i]))
             fail_msg("--help does not document %s", flags[i]);
+    /* What each signal does, how percentiles are read, what "off" needs. */
+    const char *says[] = {"SIGINT, SIGTERM, SIGHUP:", "SIGUSR1:", "SIGUSR2:",
+                          "interpolated", "\"off\" runs no time service and needs --upstream",
+                          "answered + failed + aborted + in_flight"};
+    for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
+        if (!strstr(text, says[i]))
+            fail_msg("--help does not say %s:\n%s", says[i], text);
 
     /* A bad flag is a usage error (2), not a start. */
     pid = fork();
@@ -346,7 +577,9 @@ static void test_time_format_stats(void **state)
                           "\"completions\":", "\"server\":{", "\"connections\":",
                           "\"routes\":{", "\"/api/time\":{\"requests\":2,\"answered\":2,",
                           "\"/plaintext\":{\"requests\":1,\"answered\":1,",
-                          "\"/stats\":{\"requests\":1,\"answered\":0,", "\"p50\":", "\"p90\":",
+                          "\"/stats\":{\"requests\":1,\"answered\":0,\"failed\":0,"
+                          "\"aborted\":0,\"in_flight\":1,",
+                          "\"p50\":", "\"p90\":",
                           "\"p99\":", "\"max\":"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (!strstr(r.body, keys[i]))
@@ -521,6 +754,15 @@ static void test_dead_upstream_502(void **state)
         assert_int_equal(r.status, 502);
         if (!matches(re, r.body))
             fail_msg("%s: bad 502 body '%s'", paths[i], r.body);
+    }
+    /* Each of them counted as failed, once. */
+    struct hres s;
+    http_get(d.port, "/stats", &s, 2000);
+    for (int i = 0; i < 3; i++) {
+        unsigned long c[5];
+        route_counts(s.body, paths[i], c);
+        if (c[0] != 1 || c[1] != 0 || c[2] != 1 || c[3] != 0 || c[4] != 0)
+            fail_msg("%s: %s", paths[i], s.body);
     }
     demo_done(&d);
 }
@@ -743,6 +985,318 @@ static void test_threads(void **state)
     demo_done(&d);
 }
 
+/* ---- issue 10: start-time checks, /stats accounting, signals ------------ */
+
+/* --upstream is parsed once at start: a URL the client would refuse is a
+ * usage error (2) naming --upstream, never a demo that answers 502 to
+ * everything. */
+static void test_upstream_invalid(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *url, *why;
+    } bad[] = {
+        {"http://[::1]:x", "port 'x': want a number from 1 to 65535"},
+        {"http://", "no host"},
+        {"http://127.0.0.1:99999", "port '99999': want a number from 1 to 65535"},
+        {"http://127.0.0.1:0/", "port '0': want a number from 1 to 65535"},
+        {"http://127.0.0.1:", "port '': want a number from 1 to 65535"},
+        {"http://user:pw@127.0.0.1:80/", "user info (user@) is not supported"},
+        {"https://127.0.0.1/", "want self or http://host[:port][/path][?query]"},
+        {"127.0.0.1:80", "want self or http://host[:port][/path][?query]"},
+        {"http://[::1/", "no ] after the IPv6 address"},
+        {"http://[1.2.3.4]/", "[1.2.3.4] is not an IPv6 address"},
+        {"http://a%20b/", "bad character in the host (A-Z a-z 0-9 - . _ only)"},
+        {"http://h/a b", "spaces and control characters are not allowed"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *args[] = {"--port", "0", "--time-port", "0", "--upstream", bad[i].url, NULL};
+        char want[512];
+        snprintf(want, sizeof want,
+                 "eddy-demo: --upstream %s: %s\nTry 'eddy-demo --help'.\n", bad[i].url,
+                 bad[i].why);
+        expect_usage_error(args, want);
+    }
+}
+
+/* HTTP:// is accepted (schemes are case-insensitive); a query stays a
+ * query: http://h:p?x=1 fetches /api/time?x=1&time=...; --time-port off
+ * is reported as off. */
+static void test_upstream_query(void **state)
+{
+    (void)state;
+    static struct fake_up u; /* static: outlives a failed assertion */
+    fake_up_start(&u);
+    char url[96];
+    snprintf(url, sizeof url, "HTTP://127.0.0.1:%u?x=1#frag", u.port);
+    struct demo d;
+    const char *args[] = {"--time-port", "off", "--upstream", url, NULL};
+    demo_start(&d, args);
+    assert_int_equal(d.time_port, 0);
+    char want[160];
+    snprintf(want, sizeof want, "; upstream http://127.0.0.1:%u/api/time?x=1;", u.port);
+    if (!strstr(d.line, " time-port off: ") || !strstr(d.line, "; time service off;") ||
+        !strstr(d.line, want))
+        fail_msg("start line: %s", d.line);
+    const char *paths[] = {"/api/noblock", "/api/block", "/api/offload"};
+    for (int i = 0; i < 3; i++) {
+        struct hres r;
+        http_get(d.port, paths[i], &r, 3000);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.body, "up");
+    }
+    fake_up_stop(&u);
+    assert_int_equal(u.n, 3);
+    for (int i = 0; i < 3; i++)
+        if (!matches("^GET /api/time\\?x=1&time=[0-9]{10}\\.[0-9]{6} HTTP/1\\.1$", u.lines[i]))
+            fail_msg("upstream request line: '%s'", u.lines[i]);
+    char line[96];
+    snprintf(line, sizeof line, "listening on 0.0.0.0:%u (time port off)\n", d.port);
+    assert_non_null(strstr(demo_stderr(&d), line));
+    demo_done(&d);
+}
+
+/* A bad option value names the option and its range (exit 2, no usage
+ * dump); equal ports say so; --time-port off alone says it needs
+ * --upstream. */
+static void test_option_errors(void **state)
+{
+    (void)state;
+    static const char try_help[] = "Try 'eddy-demo --help'.\n";
+    static const struct {
+        const char *args[7];
+        const char *msg;
+    } cases[] = {
+        {{"--port", "65536"}, "--port 65536: want a number from 0 to 65535 (0: a free port)"},
+        {{"--port", "-1"}, "--port -1: want a number from 0 to 65535 (0: a free port)"},
+        {{"--threads", "0"}, "--threads 0: want a number from 1 to 256"},
+        {{"--pool", "0"}, "--pool 0: want a number from 1 to 1024"},
+        {{"--pool", "zero"}, "--pool zero: want a number from 1 to 1024"},
+        {{"--time-port", "x"}, "--time-port x: want a number from 0 to 65535 (0: a free port), "
+                               "or off"},
+        {{"--timeout", "0"}, "--timeout 0: want seconds, more than 0 and at most 86400 "
+                             "(decimals allowed)"},
+        {{"--half-close", "maybe"}, "--half-close maybe: want finish or abort"},
+        {{"--port", "40123", "--time-port", "40123"},
+         "--port and --time-port are both 40123: the time service needs a port of its own "
+         "(0 picks a free one)"},
+        {{"--time-port", "40123", "--port", "40123"},
+         "--port and --time-port are both 40123: the time service needs a port of its own "
+         "(0 picks a free one)"},
+        {{"--port", "0", "--time-port", "off"},
+         "--time-port off needs --upstream (without the time service the fetching routes "
+         "have nothing to fetch)"},
+        {{"--port", "0", "surplus"}, "unexpected argument 'surplus'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char want[512];
+        snprintf(want, sizeof want, "eddy-demo: %s\n%s", cases[i].msg, try_help);
+        expect_usage_error(cases[i].args, want);
+    }
+}
+
+/* An upstream whose name does not resolve: 502 saying so, with
+ * getaddrinfo's reason, on all three routes.  "no-such-host..invalid" has
+ * an empty label: the resolver refuses it without asking any server. */
+static void test_unresolvable_upstream(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--upstream", "http://no-such-host..invalid:8080", "--timeout", "5",
+                          NULL};
+    demo_start(&d, args);
+    const char *paths[] = {"/api/noblock", "/api/block", "/api/offload"};
+    for (int i = 0; i < 3; i++) {
+        struct hres r;
+        http_get(d.port, paths[i], &r, 6000);
+        assert_int_equal(r.status, 502);
+        assert_string_equal(r.body,
+                            "upstream error: http://no-such-host..invalid:8080/api/time: the "
+                            "host name no-such-host..invalid did not resolve (getaddrinfo: "
+                            "Name or service not known)\n");
+    }
+    demo_done(&d);
+}
+
+/* Every request is accounted for once.  Pool 1, 50 /api/offload whose
+ * clients leave after 1 s (--half-close abort): one is running on the pool
+ * when its client leaves, 49 wait for the pool; all 50 are aborted, none
+ * answered, and /stats says so for ever after. */
+static void test_stats_aborted_offload(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--pool", "1", "--half-close", "abort", "--delay-ms", "2000", NULL};
+    demo_start(&d, args);
+    enum { N = 50 };
+    static struct hres r[N];
+    http_start(d.port, "/api/offload", r, N);
+    const char *body = stats_wait(d.port, "\"/api/offload\":{\"requests\":50,", 3000);
+    unsigned long c[5];
+    route_counts(body, "/api/offload", c);
+    assert_int_equal(c[4], 50); /* all in flight */
+    usleep(1000 * 1000);       /* the clients' 1 s timeout */
+    for (int i = 0; i < N; i++)
+        close(r[i].fd);
+    body = stats_wait(d.port, "\"in_flight\":0,\"latency_ms\"", 3000);
+    route_counts(body, "/api/offload", c);
+    if (c[0] != 50 || c[1] != 0 || c[2] != 0 || c[3] != 50 || c[4] != 0)
+        fail_msg("/api/offload: %s", body);
+    /* The blocking call that was running comes back at 2 s: still 50. */
+    usleep(1300 * 1000);
+    http_get(d.port, "/stats", &r[0], 2000);
+    route_counts(r[0].body, "/api/offload", c);
+    if (c[0] != 50 || c[1] != 0 || c[2] != 0 || c[3] != 50 || c[4] != 0)
+        fail_msg("/api/offload after the pool call returned: %s", r[0].body);
+    route_counts(r[0].body, "/api/time", c); /* the time service's other loop: nothing */
+    assert_int_equal(c[0], 0);
+    demo_done(&d);
+}
+
+/*
+ * The emergency exit does not need the loop: with /api/block holding loop
+ * 0 (an upstream that never answers, --timeout 30), SIGTERM starts the
+ * drain and SIGINT exits within a second, status 1.
+ */
+static void test_second_signal_blocked_loop(void **state)
+{
+    (void)state;
+    uint16_t hung;
+    int lfd = ts_listen(0, &hung); /* connects complete in the backlog; no answer */
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u", hung);
+    struct demo d;
+    const char *args[] = {"--upstream", url, "--timeout", "30", "--drain-ms", "20000",
+                          "--stall-ms", "100", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    http_start(d.port, "/api/block", &r, 1);
+    if (!demo_stderr_wait(&d, "loop stalled: callback api_block_fetch", 3000))
+        fail_msg("/api/block never stalled the loop:\n%s", demo_stderr(&d));
+    assert_int_equal(kill(d.pid, SIGTERM), 0);
+    if (!demo_stderr_wait(&d, "eddy-demo: SIGTERM: draining", 1000))
+        fail_msg("no drain notice while the loop is blocked:\n%s", demo_stderr(&d));
+    usleep(300 * 1000);
+    assert_int_equal(waitpid(d.pid, NULL, WNOHANG), 0); /* draining, blocked */
+    assert_int_equal(kill(d.pid, SIGINT), 0);
+    int64_t t0 = ts_now_ms();
+    int status = demo_wait_exit(&d, 3000);
+    int64_t took = ts_now_ms() - t0;
+    print_message("second signal with /api/block running: exit after %lld ms\n",
+                  (long long)took);
+    if (status == -1)
+        fail_msg("eddy-demo did not exit within 3 s of the second signal");
+    assert_true(took < 1000);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_non_null(strstr(demo_stderr(&d), "eddy-demo: SIGINT again: exiting without draining"));
+    http_finish(&r, 1, 1000);
+    assert_int_equal(r.status, -1);
+    unlink(d.errpath);
+    g_demo = NULL;
+    close(lfd);
+}
+
+/* SIGUSR1 prints every loop's /stats to stderr, SIGUSR2 is ignored, both
+ * with a request in flight that is then answered; SIGHUP drains like
+ * SIGTERM. */
+static void test_signals_hup_usr(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--delay-ms", "1000", NULL};
+    demo_start(&d, args);
+    struct hres r;
+    http_start(d.port, "/api/noblock", &r, 1);
+    stats_wait(d.port, "\"/api/noblock\":{\"requests\":1,", 2000);
+    assert_int_equal(kill(d.pid, SIGUSR1), 0);
+    if (!demo_stderr_wait(&d, "eddy-demo: stats: {\"scope\":\"loop\",\"loop\":0,", 2000) ||
+        !demo_stderr_wait(&d, "eddy-demo: stats: {\"scope\":\"loop\",\"loop\":-1,", 2000))
+        fail_msg("SIGUSR1 printed no stats:\n%s", demo_stderr(&d));
+    assert_true(matches("eddy-demo: stats: \\{\"scope\":\"loop\",\"loop\":0,[^\n]*"
+                        "\"/api/noblock\":\\{\"requests\":1,\"answered\":0,\"failed\":0,"
+                        "\"aborted\":0,\"in_flight\":1,[^\n]*\\}\n",
+                        demo_stderr(&d)));
+    assert_int_equal(kill(d.pid, SIGUSR2), 0);
+    if (!demo_stderr_wait(&d, "eddy-demo: SIGUSR2: ignored", 2000))
+        fail_msg("no notice of SIGUSR2:\n%s", demo_stderr(&d));
+    http_finish(&r, 1, 3000);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(waitpid(d.pid, NULL, WNOHANG), 0);
+
+    /* SIGHUP with a request in flight: it is answered, then exit 0. */
+    http_start(d.port, "/api/noblock", &r, 1);
+    stats_wait(d.port, "\"/api/noblock\":{\"requests\":2,", 2000);
+    assert_int_equal(kill(d.pid, SIGHUP), 0);
+    http_finish(&r, 1, 3000);
+    assert_int_equal(r.status, 200);
+    int status = demo_wait_exit(&d, 5000);
+    assert_true(status != -1 && WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_non_null(strstr(demo_stderr(&d), "eddy-demo: SIGHUP: draining"));
+    unlink(d.errpath);
+    g_demo = NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/*
+ * /stats percentiles are interpolated within their histogram bucket, not
+ * read as its upper bound.  41 concurrent /api/time with seeded random
+ * delays: the server's latency of each lies between its delay (the timer
+ * never fires early) and the client's own measure, so the k-th smallest
+ * server latency lies between the k-th smallest of each; a reading may be
+ * off by at most its bucket's width (1/32).  The old upper-bound reading
+ * was up to 12.5 % high.
+ */
+static void test_stats_percentiles(void **state)
+{
+    (void)state;
+    struct demo d;
+    const char *args[] = {"--seed", "113", NULL}; /* p50 261 ms: the old reading said 294.9 */
+    demo_start(&d, args);
+    enum { N = 41 };
+    static struct hres r[N];
+    int64_t t0 = http_start(d.port, "/api/time", r, N);
+    http_finish(r, N, 5000);
+    int64_t delay[N], client[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].status, 200);
+        unsigned ms = 0;
+        double s = 0;
+        assert_int_equal(sscanf(r[i].body, "b:,s:%lf", &s), 1);
+        ms = (unsigned)(s * 1000 + 0.5);
+        delay[i] = ms;
+        client[i] = r[i].done_ms - t0 + 2; /* ms clock: up to 1 ms each end */
+    }
+    qsort(delay, N, sizeof delay[0], cmp_i64);
+    qsort(client, N, sizeof client[0], cmp_i64);
+    struct hres s;
+    http_get(d.port, "/stats", &s, 2000);
+    const char *p = strstr(s.body, "\"/api/time\":{");
+    assert_non_null(p);
+    p = strstr(p, "\"latency_ms\":{");
+    assert_non_null(p);
+    double got[4];
+    assert_int_equal(sscanf(p, "\"latency_ms\":{\"p50\":%lf,\"p90\":%lf,\"p99\":%lf,\"max\":%lf}",
+                            &got[0], &got[1], &got[2], &got[3]),
+                     4);
+    static const int rank[4] = {21, 37, 41, 41}; /* ceil(p% of 41); max */
+    static const char *const name[4] = {"p50", "p90", "p99", "max"};
+    for (int k = 0; k < 4; k++) {
+        double lo = (double)delay[rank[k] - 1], hi = (double)client[rank[k] - 1];
+        print_message("%s: %.3f ms (delay %.0f, client %.0f)\n", name[k], got[k], lo, hi);
+        if (got[k] < lo * 31 / 32 || got[k] > hi * 33 / 32)
+            fail_msg("%s %.3f ms is outside [%.3f, %.3f]: %s", name[k], got[k], lo * 31 / 32,
+                     hi * 33 / 32, s.body);
+    }
+    demo_done(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -758,6 +1312,14 @@ int main(void)
         cmocka_unit_test_teardown(test_second_signal, teardown_child),
         cmocka_unit_test_teardown(test_threads, teardown_child),
         cmocka_unit_test_teardown(test_half_close, teardown_child),
+        cmocka_unit_test_teardown(test_upstream_invalid, teardown_child),
+        cmocka_unit_test_teardown(test_upstream_query, teardown_child),
+        cmocka_unit_test_teardown(test_option_errors, teardown_child),
+        cmocka_unit_test_teardown(test_unresolvable_upstream, teardown_child),
+        cmocka_unit_test_teardown(test_stats_aborted_offload, teardown_child),
+        cmocka_unit_test_teardown(test_second_signal_blocked_loop, teardown_child),
+        cmocka_unit_test_teardown(test_signals_hup_usr, teardown_child),
+        cmocka_unit_test_teardown(test_stats_percentiles, teardown_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
