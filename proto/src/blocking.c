@@ -90,9 +90,7 @@ static int do_connect(const struct eddy_url *u, int64_t deadline)
     snprintf(port, sizeof port, "%u", (unsigned)u->port);
     int rc = getaddrinfo(u->host, port, &hints, &res);
     if (rc != 0)
-        return rc == EAI_NONAME || rc == EAI_NODATA ? -ENOENT
-               : rc == EAI_MEMORY                   ? -ENOMEM
-                                                    : -EHOSTUNREACH;
+        return gai_to_errno(rc);
     int fd = -ENOENT;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = connect_one(ai->ai_addr, ai->ai_addrlen, deadline);

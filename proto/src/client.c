@@ -308,13 +308,8 @@ static int resolve(struct origin *o)
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     int rc = getaddrinfo(o->host, NULL, &hints, &res);
-    if (rc != 0) {
-        if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_ADDRFAMILY)
-            return -ENOENT;
-        if (rc == EAI_MEMORY)
-            return -ENOMEM;
-        return -EHOSTUNREACH;
-    }
+    if (rc != 0)
+        return gai_to_errno(rc);
     int n = 0;
     for (struct addrinfo *ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)

@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -529,4 +530,13 @@ int eddy_resp_eof(struct eddy_resp_parser *rp)
         return rp->err;
     (void)e;
     return -ECONNRESET; /* cut short (or llhttp calls it invalid EOF) */
+}
+
+int gai_to_errno(int rc)
+{
+    if (rc == EAI_NONAME || rc == EAI_NODATA || rc == EAI_ADDRFAMILY)
+        return -ENOENT;
+    if (rc == EAI_MEMORY)
+        return -ENOMEM;
+    return -EHOSTUNREACH;
 }

@@ -30,6 +30,11 @@ size_t eddy_urlencode(char *out, const char *s);
 /* "a=1&b=2" for n pairs; same contract. */
 size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t n);
 
+/* getaddrinfo()'s failure rc as the clients' -errno: -ENOENT (no such name),
+ * -ENOMEM, else -EHOSTUNREACH (temporary or other resolver failure).  Both
+ * clients map with this one function, as http_client.h documents. */
+int gai_to_errno(int rc);
+
 /* GET, HEAD, DELETE, OPTIONS: arguments go to the query. */
 int eddy_method_args_in_query(const char *method);
 /* GET, HEAD, PUT, DELETE, OPTIONS (and TRACE): safe to send twice. */
