@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench-echo.sh: eddy-echo against the epoll reference server (echo-epoll).
 #
-# Builds Release, starts each server pinned to one CPU and the load
+# Builds Release in its own directory (build/bench: never a preset's, whose
+# options it would change), starts each server pinned to one CPU and the load
 # generator (echo-load) on another, and runs eddy and epoll interleaved
 # (A B A B ...) for several rounds at each message size, so drift in the
 # machine hits both alike.  For every run it reads the server's utime +
@@ -12,10 +13,14 @@
 #                            [--conns N] [--depth D] [--sizes "64 4096"]
 #                            [--server-cpu C] [--load-cpu C] [--json FILE]
 #                            [--no-build]
+#   --build-dir DIR  default build/bench, configured here (Release, no
+#                    tests); a DIR configured by someone else (a preset's)
+#                    is only built, with its own options
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build="$src/build/release"
+own_build="$src/build/bench"
+build=$own_build
 rounds=3
 secs=5
 conns=100
@@ -26,7 +31,8 @@ load_cpu=0
 json=""
 do_build=1
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The comment at the top, up to the first line of code.
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) build=$2; shift 2 ;;
@@ -43,11 +49,17 @@ while [ $# -gt 0 ]; do
     *) echo "bench-echo: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+build=$(realpath -m "$build")
 [ "$rounds" -ge 1 ] || { echo "bench-echo: --rounds must be >= 1" >&2; exit 2; }
 [ "$rounds" -ge 3 ] || echo "bench-echo: warning: fewer than 3 rounds; medians mean little" >&2
 
 if [ "$do_build" = 1 ]; then
-    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEDDY_BUILD_TESTS=OFF >/dev/null
+    if [ "$build" = "$own_build" ] || [ ! -f "$build/CMakeCache.txt" ]; then
+        cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEDDY_BUILD_TESTS=OFF >/dev/null
+    else
+        echo "bench-echo: building in $build with its own configuration" \
+            "($(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt"))" >&2
+    fi
     cmake --build "$build" -j"$(nproc)" --target eddy-echo echo-epoll echo-load >/dev/null
 fi
 eddy_bin="$build/apps/echo/eddy-echo"

@@ -6,7 +6,12 @@
 #   tools/soak.sh [path/to/eddy-demo]
 #   REQUESTS=1000000 CHURNS=10000 SAMPLE_S=1 RSS_SLACK_KB=2048 tools/soak.sh
 # Phases alternate: churn (wrk -H 'Connection: close': one request per
-# connection) and keep-alive (wrk -c 64).  The first pair is the warm-up.
+# connection) and keep-alive (wrk -c 64).  The first phase is the warm-up;
+# the run goes on until REQUESTS and CHURNS are reached (and at least
+# MIN_PHASES phases ran, default 0), and fails unless at least two phases
+# were measured after the warm-up: with fewer, the warm-up and the end are
+# the same sample or neighbours, and there is nothing to compare.  A short
+# smoke run: REQUESTS=1 CHURNS=1 MIN_PHASES=3 CHURN_S=1 KEEP_S=1.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +30,7 @@ SAMPLE_S=${SAMPLE_S:-1}
 RSS_SLACK_KB=${RSS_SLACK_KB:-2048}  # allowed RSS growth after warm-up
 CHURN_S=${CHURN_S:-1}
 KEEP_S=${KEEP_S:-2}
+MIN_PHASES=${MIN_PHASES:-0}
 
 tmp=$(mktemp -d)
 out=$tmp/demo.out
@@ -82,9 +88,9 @@ run_wrk() {
 }
 
 total=0 churns=0 phase=0
-warm_rss= warm_fds= warm_at=
+warm_rss='' warm_fds='' warm_at=''
 printf '%6s %10s %8s %9s %5s\n' phase requests churns rss_kB fds
-while [ "$total" -lt "$REQUESTS" ] || [ "$churns" -lt "$CHURNS" ]; do
+while [ "$total" -lt "$REQUESTS" ] || [ "$churns" -lt "$CHURNS" ] || [ "$phase" -lt "$MIN_PHASES" ]; do
     phase=$((phase + 1))
     if [ "$churns" -lt "$CHURNS" ] || [ $((phase % 2)) -eq 1 ]; then
         n=$(run_wrk -t2 -c16 -d"${CHURN_S}s" -H 'Connection: close')
@@ -120,6 +126,12 @@ echo "soak: warm-up (after $warm_at requests): RSS $warm_rss kB, $warm_fds fds"
 echo "soak: end:                         RSS $end_rss kB, $end_fds fds (peak RSS $peak_rss kB)"
 echo "soak: SIGTERM: exit $status after $exit_ms ms; wrk errors: $errors"
 rc=0
+measured=$((phase - 1))
+if [ "$measured" -lt 2 ]; then
+    echo "soak: FAIL: $measured phases measured after the warm-up; a soak needs at least 2" \
+        "(raise REQUESTS or CHURNS, or set MIN_PHASES=3)"
+    rc=1
+fi
 if [ "$end_rss" -gt $((warm_rss + RSS_SLACK_KB)) ]; then
     echo "soak: FAIL: RSS grew by $((end_rss - warm_rss)) kB after warm-up (slack $RSS_SLACK_KB)"
     rc=1
@@ -130,5 +142,5 @@ if [ "$end_fds" -gt "$warm_fds" ]; then
 fi
 [ "$status" -eq 0 ] || { echo "soak: FAIL: eddy-demo exited $status"; rc=1; }
 [ "$errors" -eq 0 ] || { echo "soak: FAIL: $errors wrk errors"; rc=1; }
-[ "$rc" -eq 0 ] && echo "soak: PASS: no growth in RSS or descriptors after warm-up"
+[ "$rc" -eq 0 ] && echo "soak: PASS: no growth in RSS or descriptors over $measured phases after warm-up"
 exit "$rc"

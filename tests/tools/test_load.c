@@ -451,6 +451,44 @@ static double jnum(const char *s, const char *key)
     return strtod(p + strlen(k), NULL);
 }
 
+/* The number after "key": inside the object that follows "obj": in s. */
+static double jnum_in(const char *s, const char *obj, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", obj);
+    const char *p = strstr(s, k);
+    if (!p)
+        fail_msg("no object %s in %s", obj, s);
+    const char *end = strchr(p, '}');
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *q = strstr(p, k);
+    if (!q || q > end)
+        fail_msg("no key %s in object %s of %s", key, obj, s);
+    return strtod(q + strlen(k), NULL);
+}
+
+/* True when "key": true is inside the object that follows "obj":. */
+static int jtrue_in(const char *s, const char *obj, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", obj);
+    const char *p = strstr(s, k);
+    if (!p)
+        fail_msg("no object %s in %s", obj, s);
+    const char *end = strchr(p, '}');
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *q = strstr(p, k);
+    if (!q || q > end)
+        fail_msg("no key %s in object %s of %s", key, obj, s);
+    q += strlen(k);
+    if (!strncmp(q, "true", 4))
+        return 1;
+    if (!strncmp(q, "false", 5))
+        return 0;
+    fail_msg("%s.%s is not a boolean in %s", obj, key, s);
+    return -1;
+}
+
 static int count(const char *s, const char *needle)
 {
     int n = 0;
@@ -586,6 +624,9 @@ static void test_refused(void **state)
     assert_int_equal((int)jnum(r.json, "errors_total"), 20);
     assert_int_equal((int)jnum(r.json, "count"), 0);
     assert_non_null(strstr(r.out, "refused 20"));
+    /* Throughput counts responses: none came back. */
+    assert_true(jnum(r.json, "requests_per_s") == 0);
+    assert_non_null(strstr(r.out, "throughput   0.0 req/s"));
     assert_int_equal(count(r.svg, "fill=\"#9a9a9a\"><title>"), 20); /* all grey */
     free(r.svg);
 
@@ -597,6 +638,48 @@ static void test_refused(void **state)
     int n = (int)jnum(r.json, "requests");
     assert_true(n > 0);
     assert_int_equal((int)jnum(r.json, "refused"), n);
+    free(r.svg);
+}
+
+/* A name that cannot resolve, without a packet leaving the machine: a label
+ * longer than 63 bytes is refused by the resolver before any query. */
+static void test_resolve_error(void **state)
+{
+    (void)state;
+    static struct run r;
+    char u[160];
+    snprintf(u, sizeof u, "http://%s.invalid/x",
+             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    const char *args[] = {"-n", "3", "-c", "1", "--json", "@json", u, NULL};
+    run_load(&r, 5000, args);
+    assert_int_equal(r.code, 2);
+    assert_json_valid(r.json);
+    assert_int_equal((int)jnum(r.json, "requests"), 3);
+    assert_int_equal((int)jnum(r.json, "errors_total"), 3);
+    assert_int_equal((int)jnum_in(r.json, "errors", "resolve"), 3);
+    assert_int_equal((int)jnum_in(r.json, "errors", "connect"), 0);
+    assert_int_equal((int)jnum_in(r.json, "errors", "other"), 0);
+    assert_non_null(strstr(r.out, " resolve 3"));
+    assert_non_null(strstr(r.out, " other 0"));
+    free(r.svg);
+}
+
+/* A connect that fails at once on this machine: TCP to a multicast address
+ * is -ENETUNREACH from the route lookup, before any packet. */
+static void test_connect_error(void **state)
+{
+    (void)state;
+    static struct run r;
+    const char *args[] = {"-n", "3", "-c", "1", "--json", "@json", "http://224.0.0.1:9/x", NULL};
+    run_load(&r, 5000, args);
+    assert_int_equal(r.code, 2);
+    assert_json_valid(r.json);
+    assert_int_equal((int)jnum(r.json, "errors_total"), 3);
+    assert_int_equal((int)jnum_in(r.json, "errors", "connect"), 3);
+    assert_int_equal((int)jnum_in(r.json, "errors", "resolve"), 0);
+    assert_int_equal((int)jnum_in(r.json, "errors", "refused"), 0);
+    assert_int_equal((int)jnum_in(r.json, "errors", "other"), 0);
+    assert_non_null(strstr(r.out, " connect 3"));
     free(r.svg);
 }
 
@@ -631,6 +714,134 @@ static void test_rate(void **state)
     double dur = jnum(r.json, "duration_s");
     assert_true(dur >= 0.29 && dur < 2);
     assert_non_null(strstr(r.out, "rate         target 100.0/s"));
+    free(r.svg);
+}
+
+/* The start rate is measured over the span of the starts: 5 starts at 10/s
+ * span 0.4 s, which is 10/s (not 5 divided by the time to the last answer). */
+static void test_rate_start_span(void **state)
+{
+    (void)state;
+    static struct run r;
+    char u[128];
+    url(u, sizeof u, "/fast");
+    const char *args[] = {"-n", "5", "-c", "2", "--rate", "10", "--json", "@json", u, NULL};
+    run_load(&r, 5000, args);
+    assert_int_equal(r.code, 0);
+    assert_json_valid(r.json);
+    assert_int_equal((int)jnum_in(r.json, "rate", "scheduled"), 5);
+    assert_int_equal((int)jnum_in(r.json, "rate", "started"), 5);
+    assert_int_equal((int)jnum_in(r.json, "rate", "not_started"), 0);
+    double span = jnum_in(r.json, "rate", "start_span_s");
+    assert_true(span >= 0.4 && span < 0.6);
+    double sr = jnum_in(r.json, "rate", "started_per_s");
+    assert_true(fabs(sr - 4 / span) < 0.01);
+    assert_true(sr > 6.6 && sr <= 10.0 + 1e-9);
+    /* Lateness: a start is late beyond max(1 ms, 10 % of the interval). */
+    assert_true(jnum_in(r.json, "rate", "late_threshold_ms") == 10);
+    int late = (int)jnum_in(r.json, "rate", "late");
+    int kept = jtrue_in(r.json, "rate", "kept_up");
+    assert_int_equal(kept, late * 100 <= 5);
+    assert_int_equal(strstr(r.out, "could not keep up") == NULL, kept);
+    if (jnum_in(r.json, "rate", "max_lag_ms") < 10)
+        assert_true(kept);
+    assert_non_null(strstr(r.out, "5 scheduled, 5 started in "));
+    free(r.svg);
+
+    /* At 2000/s the interval is 0.5 ms: the threshold stays at 1 ms. */
+    const char *args2[] = {"-n", "4", "-c", "2", "--rate", "2000", "--json", "@json", u, NULL};
+    run_load(&r, 5000, args2);
+    assert_int_equal(r.code, 0);
+    assert_true(jnum_in(r.json, "rate", "late_threshold_ms") == 1);
+    free(r.svg);
+}
+
+/* One worker, 2 requests at 10/s, each served in 103 ms: the second is due
+ * at 100 ms but starts when the first is answered, a few ms late.  That
+ * lag is under the threshold (10 % of the 100 ms interval): the run kept
+ * up, and says nothing about it (a 1 ms rule called this "could not keep
+ * up"). */
+static void test_rate_small_lag(void **state)
+{
+    (void)state;
+    static struct run r;
+    char u[128];
+    url(u, sizeof u, "/slow?ms=103");
+    const char *args[] = {"-n", "2", "-c", "1", "--rate", "10", "--json", "@json", u, NULL};
+    run_load(&r, 5000, args);
+    assert_int_equal(r.code, 0);
+    assert_int_equal((int)jnum(r.json, "responses"), 2);
+    double lag = jnum_in(r.json, "rate", "max_lag_ms");
+    assert_true(lag >= 2.5);
+    if (lag < 10) {
+        assert_int_equal((int)jnum_in(r.json, "rate", "late"), 0);
+        assert_true(jtrue_in(r.json, "rate", "kept_up"));
+        assert_null(strstr(r.out, "could not keep up"));
+    } else {
+        print_message("lag %.3f ms: the machine is loaded, not judged\n", lag);
+    }
+    free(r.svg);
+}
+
+/* -d D with --rate R starts exactly floor(D x R) requests, request i at
+ * t0 + i/R: 5 in a second at 5/s, 3 in 0.33 s at 10/s (not the slot at
+ * 0.30 s, the rule rounds down). */
+static void test_rate_duration_exact(void **state)
+{
+    (void)state;
+    static struct run r;
+    char u[128];
+    url(u, sizeof u, "/fast");
+    for (int i = 0; i < 2; i++) {
+        const char *args[] = {"-d", "1", "-c", "2", "--rate", "5", "--json", "@json", u, NULL};
+        run_load(&r, 5000, args);
+        assert_int_equal(r.code, 0);
+        assert_int_equal((int)jnum(r.json, "requests"), 5);
+        assert_int_equal((int)jnum_in(r.json, "rate", "scheduled"), 5);
+        assert_int_equal((int)jnum_in(r.json, "rate", "started"), 5);
+        free(r.svg);
+    }
+    const char *args[] = {"-d", "0.33", "-c", "2", "--rate", "10", "--json", "@json", u, NULL};
+    run_load(&r, 5000, args);
+    assert_int_equal(r.code, 0);
+    assert_int_equal((int)jnum(r.json, "requests"), 3);
+    assert_int_equal((int)jnum_in(r.json, "rate", "started"), 3);
+    free(r.svg);
+    /* Fewer than one request in the window is a usage error. */
+    const char *none[] = {"-d", "0.1", "--rate", "5", u, NULL};
+    run_load(&r, 3000, none);
+    assert_int_equal(r.code, 1);
+    free(r.svg);
+}
+
+/* Coordinated omission: one worker, 20 requests due 5 ms apart, each
+ * served in 20 ms.  Request i starts ~15*i ms late; its latency counts
+ * from when it was due (~20 + 15*i ms, p50 ~170 ms), the service time from
+ * when it really started (~20 ms). */
+static void test_rate_backlog(void **state)
+{
+    (void)state;
+    static struct run r;
+    char u[128];
+    url(u, sizeof u, "/slow?ms=20");
+    const char *args[] = {"-n", "20", "-c", "1", "--rate", "200", "--json", "@json", u, NULL};
+    run_load(&r, 8000, args);
+    assert_int_equal(r.code, 0);
+    assert_json_valid(r.json);
+    assert_int_equal((int)jnum(r.json, "responses"), 20);
+    assert_false(jtrue_in(r.json, "rate", "kept_up"));
+    assert_non_null(strstr(r.out, "could not keep up"));
+    double lag = jnum_in(r.json, "rate", "max_lag_ms");
+    assert_true(lag >= 19 * 15 - 1);
+    assert_true(jnum_in(r.json, "rate", "late") >= 18);
+    /* latency_ms: from the intended start; service_ms: from the real one. */
+    double p50 = jnum_in(r.json, "latency_ms", "p50"), mx = jnum_in(r.json, "latency_ms", "max");
+    double sp50 = jnum_in(r.json, "service_ms", "p50"), smx = jnum_in(r.json, "service_ms", "max");
+    assert_true(sp50 >= 19 && sp50 < 100);
+    assert_true(p50 >= 150);
+    assert_true(mx >= lag + 19 && mx >= smx);
+    assert_true(jnum_in(r.json, "service_ms", "count") == 20);
+    assert_non_null(strstr(r.out, "service ms"));
     free(r.svg);
 }
 
@@ -680,6 +891,9 @@ static void test_usage(void **state)
     run_load(&r, 3000, help);
     assert_int_equal(r.code, 0);
     assert_non_null(strstr(r.out, "usage: eddy-load"));
+    /* --help states the pacing rules. */
+    assert_non_null(strstr(r.out, "floor(D x R)"));
+    assert_non_null(strstr(r.out, "max(1 ms, 10 % of 1/R)"));
 }
 
 int main(void)
@@ -693,6 +907,12 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_rate),
+        cmocka_unit_test(test_rate_start_span),
+        cmocka_unit_test(test_rate_small_lag),
+        cmocka_unit_test(test_rate_duration_exact),
+        cmocka_unit_test(test_rate_backlog),
+        cmocka_unit_test(test_resolve_error),
+        cmocka_unit_test(test_connect_error),
         cmocka_unit_test(test_dense_timeline),
         cmocka_unit_test(test_usage),
     };

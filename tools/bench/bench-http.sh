@@ -4,16 +4,18 @@
 # optionally Node.js and Tornado.
 #
 # Installs wrk and nginx if missing (tools/setup.sh --bench), builds
-# Release, pins every server to one CPU and wrk -t1 to another, and runs the
-# servers interleaved (A B C A B C ..., the order rotating every round) in
-# each scenario: keep-alive at 100 and 1,000 connections, pipelined x16,
+# Release in its own directory (build/bench: never a preset's, whose
+# options it would change; a --build-dir configured by someone else is
+# only built, with its own options), pins every server to one CPU and
+# wrk -t1 to another, and runs the servers interleaved (A B C A B C ...,
+# the order rotating every round) in each scenario: keep-alive at 100 and 1,000 connections, pipelined x16,
 # Connection: close (and, as closedefer, Connection: close with every
 # server's listener in TCP_DEFER_ACCEPT mode: eddy --defer-accept 1, nginx
 # "listen ... deferred", bench-limit --defer-accept 1; Node.js and Tornado
 # sit that one out), and the echo benchmark of the runtime (echo:
 # tools/bench-echo.sh, eddy-echo against an epoll echo server, 64 B and
-# 4 KiB messages, 100 connections, same rounds and run time).  Server CPU comes from /proc/PID/stat (utime + stime)
-# before and after each run.  Idle memory: RSS growth of a freshly started
+# 4 KiB messages, 100 connections, same rounds and run time).  Server CPU
+# comes from /proc/PID/stat (utime + stime) before and after each run.  Idle memory: RSS growth of a freshly started
 # server while bench-idle-conns holds N keep-alive connections (with and
 # without one request each).  Prints one table (medians, min..max, ratios
 # to nginx) and the goals met / not met.
@@ -23,16 +25,23 @@
 #            [--scenarios "idle ka100 ka1000 pipe16 close closedefer echo"]
 #            [--node] [--tornado] [--limit-direct] [--server-cpu C] [--load-cpu C]
 #            [--json FILE] [--md FILE] [--keep-raw DIR] [--no-build] [--no-setup]
+#            [--dry-run]
+#   --build-dir DIR  default build/bench, configured here (Release, no
+#               tests); a DIR configured by someone else (a preset's) is
+#               only built, with its own options
 #   --quick     3 s runs, 1 round, 2,000 idle connections (smoke test only)
 #   --node      add a Node.js row (if node is installed)
 #   --tornado   add a Tornado row (if python3 can import tornado)
 #   --limit-direct  add a "limitd" row: bench-limit with registered (direct)
 #               descriptors for its connections
+#   --dry-run   check the options, print what would run, and stop (nothing
+#               is installed, built or started)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/../.." && pwd)
-build="$src/build/release"
+own_build="$src/build/bench"
+build=$own_build
 rounds=3
 secs=10
 idle_n=10000
@@ -47,8 +56,10 @@ do_setup=1
 want_node=0
 want_tornado=0
 want_limitd=0
+dry_run=0
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# The comment at the top, up to the first line of code.
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) build=$2; shift 2 ;;
@@ -67,15 +78,33 @@ while [ $# -gt 0 ]; do
     --keep-raw) keep_raw=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --no-setup) do_setup=0; shift ;;
+    --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench-http: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+build=$(realpath -m "$build")
 [ "$rounds" -ge 1 ] || { echo "bench-http: --rounds must be >= 1" >&2; exit 2; }
 [ "$rounds" -ge 3 ] || echo "bench-http: warning: fewer than 3 rounds; medians mean little" >&2
 for s in $scenarios; do
     case $s in ka100|ka1000|pipe16|close|closedefer|idle|echo) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
 done
+if [ "$dry_run" = 1 ]; then
+    echo "bench-http: dry run: scenarios \"$scenarios\", $rounds round(s) of $secs s," \
+        "$idle_n idle connections; servers on CPU $server_cpu, wrk on CPU $load_cpu"
+    if [ "$do_build" = 1 ]; then
+        echo "bench-http: would build in $build"
+    else
+        echo "bench-http: would use the binaries in $build (--no-build)"
+        for b in apps/demo/eddy-demo tools/bench/bench-limit tools/bench/bench-idle-conns \
+            apps/echo/eddy-echo tools/echo-epoll tools/echo-load; do
+            [ -x "$build/$b" ] || { echo "bench-http: $build/$b not built" >&2; exit 1; }
+        done
+    fi
+    echo "bench-http: extra rows:$([ "$want_limitd" = 1 ] && echo " limitd")$([ "$want_node" = 1 ] && echo " node")$([ "$want_tornado" = 1 ] && echo " tornado")"
+    [ -z "$json$md$keep_raw" ] || echo "bench-http: would write:${json:+ $json}${md:+ $md}${keep_raw:+ $keep_raw/}"
+    exit 0
+fi
 
 if [ "$do_setup" = 1 ] && ! { command -v wrk && command -v nginx; } >/dev/null 2>&1; then
     "$src/tools/setup.sh" --bench
@@ -86,7 +115,12 @@ for t in wrk nginx taskset python3 curl; do
 done
 
 if [ "$do_build" = 1 ]; then
-    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEDDY_BUILD_TESTS=OFF >/dev/null
+    if [ "$build" = "$own_build" ] || [ ! -f "$build/CMakeCache.txt" ]; then
+        cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DEDDY_BUILD_TESTS=OFF >/dev/null
+    else
+        echo "bench-http: building in $build with its own configuration" \
+            "($(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt"))" >&2
+    fi
     cmake --build "$build" -j"$(nproc)" --target eddy-demo bench-limit bench-idle-conns \
         eddy-echo echo-epoll echo-load >/dev/null
 fi

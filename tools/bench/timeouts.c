@@ -1,6 +1,6 @@
 /*
  * bench-timeouts: what a connection timeout costs when it is reset on every
- * request, the two ways DESIGN.md weighs:
+ * request, the two ways a server can keep them:
  *
  *   kernel  one IORING_OP_TIMEOUT per connection, moved with
  *           eddy_timer_update() on every request (an SQE each, TIMEOUT_UPDATE
