@@ -714,7 +714,6 @@ static int conn_connect(struct conn *c)
     int rc = eddy_connect(cli->loop, &c->op, fd, (const struct sockaddr *)a,
                           o->addrlens[c->addr_idx], on_connected);
     if (rc < 0) {
-        c->op.deadline_ns = 0;
         close(fd);
         c->fd = -1;
     }

@@ -67,6 +67,7 @@ enum {
     PF_ZC_DONE = 1u << 8,     /* send_zc: result in op->res, waiting for notifications */
     PF_REARM = 1u << 9,       /* timer: a cancel for an update is on its way; re-arm on it */
     PF_ONCE = 1u << 10,       /* recv_multi kind, one chunk: eddy_recv_once */
+    PF_AGAIN = 1u << 11,      /* the kernel said -EAGAIN: its SQE now is a poll for readiness */
 };
 
 struct oplist {
@@ -138,10 +139,10 @@ struct eddy_loop {
     struct eddy_op wake_op;
     /* signals */
     int sig_fd;
-    sigset_t sig_mask;
+    sigset_t sig_mask;           /* watched: the signalfd's mask */
+    sigset_t sig_owned;          /* blocked by eddy_signal (not before it): unblock at the end */
     struct oplist signals;
-    struct signalfd_siginfo sig_buf;
-    struct eddy_op sig_op;
+    struct eddy_op sig_op;       /* POLLIN on sig_fd; the loop thread read()s it */
     /* the rest */
     uint16_t next_bgid;
     struct wpool pool;
@@ -161,6 +162,8 @@ struct eddy_op *oplist_pop(struct oplist *l);
 /* loop.c */
 int64_t mono_ns(void);
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);
+int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err);
+void op_start_undo(struct eddy_loop *loop, struct eddy_op *op);
 void op_arm(struct eddy_loop *loop, struct eddy_op *op);
 struct io_uring_sqe *get_sqe_flush(struct eddy_loop *loop);
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res);

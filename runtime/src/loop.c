@@ -360,6 +360,7 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
     pthread_mutex_init(&loop->pool.mu, NULL);
     pthread_cond_init(&loop->pool.cv, NULL);
     sigemptyset(&loop->sig_mask);
+    sigemptyset(&loop->sig_owned);
     loop->now_ns = mono_ns();
     arm_wake(loop);
     if (stall_ms) {
@@ -390,17 +391,55 @@ int eddy_op_active(const struct eddy_op *op)
 
 void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned ms)
 {
+    /* An active op's deadline is its running start's: not to be moved. */
+    if (op->state != ST_IDLE)
+        return;
     op->deadline_ns = eddy_update_time(loop) + (int64_t)ms * 1000000;
 }
 
-/* Common start: checks misuse, records the op.  No SQE yet. */
+/* Kinds that refuse a deadline: multishot, and timers (a deadline itself). */
+static bool deadline_refused(int kind)
+{
+    return kind == K_ACCEPT || kind == K_RECV_MULTI || kind == K_TIMER;
+}
+
+/*
+ * The common entry of every public starter; err is the starter's verdict
+ * on its own arguments (0 or -errno).  Misuse gives the same error in every
+ * build: -EBUSY for an op already active (its running start is left as it
+ * is), -EINVAL for a deadline on a kind that refuses one.  A deadline set
+ * with eddy_op_set_deadline() belongs to this start alone: a start that
+ * fails drops it, so it never reaches a later start.
+ */
+int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err)
+{
+    if (op->state != ST_IDLE)
+        return -EBUSY;
+    if (!err && op->deadline_ns && deadline_refused(kind))
+        err = -EINVAL;
+    if (!err)
+        err = op_begin(loop, op, kind, cb);
+    if (err)
+        op->deadline_ns = 0;
+    return err;
+}
+
+/* Undoes op_start() for a starter that fails after it (no callback). */
+void op_start_undo(struct eddy_loop *loop, struct eddy_op *op)
+{
+    loop->active--;
+    op->state = ST_IDLE;
+    op->deadline_ns = 0;
+    op->pflags = 0;
+}
+
+/* Records the op (internal ops use it directly).  No SQE yet. */
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb)
 {
+    /* A call from another thread cannot be answered safely: a bug. */
     assert(pthread_equal(pthread_self(), loop->owner));
-    if (op->state != ST_IDLE) {
-        assert(!"eddy: starting an operation that is already active");
+    if (op->state != ST_IDLE)
         return -EBUSY;
-    }
     op->cb = cb;
     op->kind = (uint8_t)kind;
     op->loop = loop;
@@ -636,7 +675,7 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
 
 int eddy_post(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb)
 {
-    int rc = op_begin(loop, op, K_POST, cb);
+    int rc = op_start(loop, op, K_POST, cb, 0);
     if (rc < 0)
         return rc;
     op_defer_final(loop, op, 0);
@@ -794,8 +833,11 @@ void eddy_loop_ref(struct eddy_loop *loop)
 
 void eddy_loop_unref(struct eddy_loop *loop)
 {
+    /* More unrefs than refs is a bug nothing can report (void): never
+     * wrap the count around (a loop that would never end). */
     assert(loop->refs > 0);
-    loop->refs--;
+    if (loop->refs > 0)
+        loop->refs--;
 }
 
 void eddy_loop_attach(struct eddy_loop *loop)
@@ -805,8 +847,9 @@ void eddy_loop_attach(struct eddy_loop *loop)
 
 void eddy_loop_detach(struct eddy_loop *loop)
 {
-    assert(loop->attached > 0);
-    loop->attached--;
+    assert(loop->attached > 0); /* as in eddy_loop_unref */
+    if (loop->attached > 0)
+        loop->attached--;
 }
 
 unsigned eddy_loop_attached(const struct eddy_loop *loop)
@@ -1008,6 +1051,15 @@ int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode)
     atomic_store(&loop->stop, 0);
     if (rc < 0)
         return rc;
+    /* Nothing alive, yet the kernel may hold CQEs of SQEs that outlive their
+     * op: a deadline's linked timeout can be posted after the op's own CQE,
+     * behind a full CQ in the overflow list (6.1 with DEFER_TASKRUN does).
+     * Reap what is posted, so it is not left in the kernel (and counted in
+     * flight) until the loop runs again; no wait, no work when none is. */
+    for (int i = 0; i < 8 && !alive(loop) &&
+                    (io_uring_cq_ready(&loop->ring) || io_uring_cq_has_overflow(&loop->ring));
+         i++)
+        reap(loop);
     /* What we queued but did not submit yet goes out now, so a caller of
      * RUN_NOWAIT polling the loop never strands an SQE. */
     if (io_uring_sq_ready(&loop->ring))

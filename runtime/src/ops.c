@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -78,9 +79,62 @@ static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
     io_uring_prep_recv(sqe, op->u.recvm.fd, eddy_bufpool_buf(pool, bid), pool->size, 0);
 }
 
+/*
+ * -EAGAIN is never a result.  The kernel hands it back on a non-blocking
+ * descriptor (O_NONBLOCK, or MSG_DONTWAIT) when it would not wait itself:
+ * when its own poll retries for one request run out it gives the request to
+ * an io-wq thread, whose blocking sendmsg/read/write/accept honours
+ * O_NONBLOCK.  The op then waits for the readiness its kind needs and is
+ * issued again.  0: -EAGAIN is a real error for this kind (connect: no
+ * local port left; a poll would say "ready" at once and spin).
+ */
+static unsigned again_events(const struct eddy_op *op)
+{
+    switch (op->kind) {
+    case K_ACCEPT:
+    case K_RECV:
+    case K_RECV_MULTI:
+    case K_READ:
+    case K_INTERNAL_READ:
+        return POLLIN;
+    case K_SEND:
+    case K_SENDMSG:
+    case K_WRITE:
+        return POLLOUT;
+    default:
+        return 0;
+    }
+}
+
+/* The descriptor of an op that can wait for readiness. */
+static int again_fd(const struct eddy_op *op)
+{
+    switch (op->kind) {
+    case K_ACCEPT:
+        return op->u.accept.fd;
+    case K_RECV:
+        return op->u.recv.fd;
+    case K_RECV_MULTI:
+        return op->u.recvm.fd;
+    case K_SEND:
+        return op->u.send.fd;
+    case K_SENDMSG:
+        return op->u.sendmsg.fd;
+    default:
+        return op->u.rw.fd;
+    }
+}
+
 bool op_prep(struct eddy_loop *loop, struct eddy_op *op)
 {
     struct io_uring_sqe *sqe = NULL;
+    if (op->pflags & PF_AGAIN) {
+        /* Same user_data as the op itself: cancel and deadline apply. */
+        sqe = op_sqe(loop, op, TAG_OP);
+        io_uring_prep_poll_add(sqe, again_fd(op), again_events(op));
+        link_deadline(loop, op, sqe);
+        return true;
+    }
     switch (op->kind) {
     case K_ACCEPT:
         prep_accept(loop, op);
@@ -157,7 +211,6 @@ static bool accept_transient(int res)
     switch (res) {
     case -ECONNABORTED:
     case -EINTR:
-    case -EAGAIN:
     case -EPROTO:
     case -EPERM:
     case -ENETDOWN:
@@ -171,6 +224,47 @@ static bool accept_transient(int res)
     default:
         return false;
     }
+}
+
+static void send_finish(struct eddy_loop *loop, struct eddy_op *op, int res);
+
+/* The final callback of any kind (a send may still wait for notifications). */
+static void op_end_kind(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    if (op->kind == K_SEND)
+        send_finish(loop, op, res);
+    else
+        op_finish(loop, op, res);
+}
+
+/* The kernel said -EAGAIN (see again_events): wait for readiness, then
+ * issue the op again.  True if taken; false when -EAGAIN is this kind's
+ * real error. */
+static bool wait_ready(struct eddy_loop *loop, struct eddy_op *op)
+{
+    if (!again_events(op))
+        return false;
+    if (op->pflags & PF_CANCEL) {
+        op_end_kind(loop, op, -ECANCELED);
+        return true;
+    }
+    op->pflags |= PF_AGAIN;
+    op_arm(loop, op);
+    return true;
+}
+
+/* The readiness poll of wait_ready() completed: revents, or -ECANCELED
+ * (eddy_cancel, or the deadline), or an error of the descriptor. */
+static void ready_done(struct eddy_loop *loop, struct eddy_op *op, int res)
+{
+    op->pflags &= ~PF_AGAIN;
+    if (op->pflags & PF_CANCEL)
+        res = -ECANCELED;
+    if (res >= 0) {
+        op_arm(loop, op); /* even on POLLERR/POLLHUP: the op itself tells */
+        return;
+    }
+    op_end_kind(loop, op, res);
 }
 
 static bool accept_exhausted(int res)
@@ -200,6 +294,8 @@ static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
         op_finish(loop, op, cancel ? -ECANCELED : res);
         return;
     }
+    if (res == -EAGAIN && wait_ready(loop, op))
+        return;
     if (accept_transient(res)) {
         op_arm(loop, op);
         return;
@@ -288,6 +384,8 @@ static void complete_recv_multi(struct eddy_loop *loop, struct eddy_op *op,
         eddy_bufpool_put(pool, bid); /* no data in it */
     if (more)
         return;
+    if (res == -EAGAIN && wait_ready(loop, op))
+        return;
     if (res == -ENOBUFS && !cancel) {
         /* Back-pressure: the pool is dry.  Wait for a buffer to come back. */
         loop->st.enobufs++;
@@ -339,6 +437,8 @@ static void complete_send(struct eddy_loop *loop, struct eddy_op *op, int res,
         send_finish(loop, op, (int)op->u.send.done);
         return;
     }
+    if (res == -EAGAIN && wait_ready(loop, op))
+        return;
     send_finish(loop, op, res == 0 ? -EPIPE : res);
 }
 
@@ -380,6 +480,8 @@ static void complete_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int res
         op_finish(loop, op, (int)op->u.sendmsg.done);
         return;
     }
+    if (res == -EAGAIN && wait_ready(loop, op))
+        return;
     op_finish(loop, op, res == 0 ? -EPIPE : res);
 }
 
@@ -416,6 +518,12 @@ static void complete_timer(struct eddy_loop *loop, struct eddy_op *op, int res)
 
 void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned cflags)
 {
+    /* A zero-copy notification of an earlier send may land while the op
+     * waits for readiness: it is complete_send's, not the poll's. */
+    if ((op->pflags & PF_AGAIN) && !(cflags & IORING_CQE_F_NOTIF)) {
+        ready_done(loop, op, res);
+        return;
+    }
     switch (op->kind) {
     case K_ACCEPT:
         complete_accept(loop, op, res, cflags);
@@ -433,6 +541,8 @@ void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned c
         complete_timer(loop, op, res);
         break;
     default:
+        if (res == -EAGAIN && wait_ready(loop, op))
+            break;
         op_finish(loop, op, res);
         break;
     }
@@ -440,9 +550,11 @@ void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned c
 
 /* ---- starters --------------------------------------------------------- */
 
-#define BEGIN(kind)                                                            \
+/* Every starter goes through op_start() with its verdict on its own
+ * arguments (0 or -errno): -EBUSY and deadline rules live there, once. */
+#define START(kind, err)                                                       \
     do {                                                                       \
-        int rc_ = op_begin(loop, op, (kind), cb);                              \
+        int rc_ = op_start(loop, op, (kind), cb, (err));                       \
         if (rc_ < 0)                                                           \
             return rc_;                                                        \
     } while (0)
@@ -450,9 +562,7 @@ void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned c
 int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
                 struct sockaddr *addr, socklen_t *addrlen, int flags, eddy_cb cb)
 {
-    if (fd < 0 || op->deadline_ns)
-        return -EINVAL;
-    BEGIN(K_ACCEPT);
+    START(K_ACCEPT, fd < 0 ? -EINVAL : 0);
     op->u.accept.fd = fd;
     op->u.accept.addr = addr;
     op->u.accept.addrlen = addrlen;
@@ -465,9 +575,7 @@ int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
 int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
                  const struct sockaddr *addr, socklen_t len, eddy_cb cb)
 {
-    if (fd < 0 || !addr)
-        return -EINVAL;
-    BEGIN(K_CONNECT);
+    START(K_CONNECT, fd < 0 || !addr ? -EINVAL : 0);
     op->u.connect.fd = fd;
     op->u.connect.addr = addr;
     op->u.connect.len = len;
@@ -478,9 +586,7 @@ int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
 int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
               size_t len, unsigned msgflags, eddy_cb cb)
 {
-    if (fd < 0 || (!buf && len))
-        return -EINVAL;
-    BEGIN(K_RECV);
+    START(K_RECV, fd < 0 || (!buf && len) ? -EINVAL : 0);
     op->u.recv.fd = fd;
     op->u.recv.buf = buf;
     op->u.recv.len = len;
@@ -492,9 +598,7 @@ int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
 static int start_recv_pool(struct eddy_loop *loop, struct eddy_op *op, int fd,
                            struct eddy_bufpool *pool, unsigned pflags, eddy_cb cb)
 {
-    if (fd < 0 || !pool || pool->loop != loop || op->deadline_ns)
-        return -EINVAL;
-    BEGIN(K_RECV_MULTI);
+    START(K_RECV_MULTI, fd < 0 || !pool || pool->loop != loop ? -EINVAL : 0);
     op->pflags |= pflags;
     op->u.recvm.fd = fd;
     op->u.recvm.pool = pool;
@@ -518,9 +622,7 @@ int eddy_recv_once(struct eddy_loop *loop, struct eddy_op *op, int fd,
 static int start_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
                       const void *buf, size_t len, unsigned msgflags, bool zc, eddy_cb cb)
 {
-    if (fd < 0 || !buf || len == 0 || len > INT32_MAX)
-        return -EINVAL;
-    BEGIN(K_SEND);
+    START(K_SEND, fd < 0 || !buf || len == 0 || len > INT32_MAX ? -EINVAL : 0);
     op->u.send.fd = fd;
     op->u.send.buf = buf;
     op->u.send.len = (uint32_t)len;
@@ -548,14 +650,11 @@ int eddy_send_zc(struct eddy_loop *loop, struct eddy_op *op, int fd,
 int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
                  struct msghdr *msg, unsigned msgflags, eddy_cb cb)
 {
-    if (fd < 0 || !msg || (msg->msg_iovlen && !msg->msg_iov))
-        return -EINVAL;
     size_t total = 0;
-    for (size_t i = 0; i < msg->msg_iovlen; i++)
-        total += msg->msg_iov[i].iov_len;
-    if (total == 0 || total > INT32_MAX)
-        return -EINVAL;
-    BEGIN(K_SENDMSG);
+    if (fd >= 0 && msg && (msg->msg_iov || !msg->msg_iovlen))
+        for (size_t i = 0; i < msg->msg_iovlen && total <= INT32_MAX; i++)
+            total += msg->msg_iov[i].iov_len;
+    START(K_SENDMSG, total == 0 || total > INT32_MAX ? -EINVAL : 0);
     op->u.sendmsg.fd = fd;
     op->u.sendmsg.msg = msg;
     op->u.sendmsg.msgflags = msgflags;
@@ -567,9 +666,7 @@ int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
 static int start_rw(struct eddy_loop *loop, struct eddy_op *op, int kind, int fd,
                     void *buf, unsigned len, uint64_t offset, eddy_cb cb)
 {
-    if (fd < 0 || (!buf && len))
-        return -EINVAL;
-    BEGIN(kind);
+    START(kind, fd < 0 || (!buf && len) ? -EINVAL : 0);
     op->u.rw.fd = fd;
     op->u.rw.buf = buf;
     op->u.rw.len = len;
@@ -592,9 +689,7 @@ int eddy_write(struct eddy_loop *loop, struct eddy_op *op, int fd,
 
 int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb)
 {
-    if (fd < 0)
-        return -EBADF;
-    BEGIN(K_CLOSE);
+    START(K_CLOSE, fd < 0 ? -EBADF : 0);
     op->u.shut.fd = fd;
     op_arm(loop, op);
     return 0;
@@ -603,9 +698,7 @@ int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb)
 int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
                   eddy_cb cb)
 {
-    if (fd < 0)
-        return -EBADF;
-    BEGIN(K_SHUTDOWN);
+    START(K_SHUTDOWN, fd < 0 ? -EBADF : 0);
     op->u.shut.fd = fd;
     op->u.shut.how = how;
     if (!(loop->features & EDDY_FEAT_SHUTDOWN)) {
@@ -621,54 +714,55 @@ int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
 int eddy_poll(struct eddy_loop *loop, struct eddy_op *op, int fd,
               unsigned events, eddy_cb cb)
 {
-    if (fd < 0)
-        return -EBADF;
-    BEGIN(K_POLL);
+    START(K_POLL, fd < 0 ? -EBADF : 0);
     op->u.poll.fd = fd;
     op->u.poll.events = events;
     op_arm(loop, op);
     return 0;
 }
 
-int eddy_timer_at(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns, eddy_cb cb)
+static int start_timer(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns,
+                       int64_t interval_ns, int err, eddy_cb cb)
 {
-    if (abs_ns < 0)
-        return -EINVAL;
-    if (op->deadline_ns)
-        return -EINVAL;
-    BEGIN(K_TIMER);
+    START(K_TIMER, err);
     op->u.timer.next_ns = abs_ns;
-    op->u.timer.interval_ns = 0;
+    op->u.timer.interval_ns = interval_ns;
+    if (interval_ns)
+        op->pflags |= PF_REPEAT;
     op_arm(loop, op);
     return 0;
 }
 
+/* The largest relative time in ns: now + it cannot overflow. */
+#define TIMER_MAX_NS ((uint64_t)INT64_MAX / 2)
+
+int eddy_timer_at(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns, eddy_cb cb)
+{
+    return start_timer(loop, op, abs_ns, 0, abs_ns < 0 ? -EINVAL : 0, cb);
+}
+
 int eddy_timer_ns(struct eddy_loop *loop, struct eddy_op *op, uint64_t ns, eddy_cb cb)
 {
-    if (ns > (uint64_t)INT64_MAX / 2)
-        return -EINVAL;
+    if (ns > TIMER_MAX_NS)
+        return start_timer(loop, op, 0, 0, -EINVAL, cb);
     /* A fresh clock, not the cached one: never fire early. */
-    return eddy_timer_at(loop, op, eddy_update_time(loop) + (int64_t)ns, cb);
+    return start_timer(loop, op, eddy_update_time(loop) + (int64_t)ns, 0, 0, cb);
 }
 
 int eddy_timer(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms, eddy_cb cb)
 {
-    if (ms > (uint64_t)INT64_MAX / 2000000)
-        return -EINVAL;
+    if (ms > TIMER_MAX_NS / 1000000)
+        return start_timer(loop, op, 0, 0, -EINVAL, cb);
     return eddy_timer_ns(loop, op, ms * 1000000, cb);
 }
 
 int eddy_timer_repeat(struct eddy_loop *loop, struct eddy_op *op,
                       uint64_t interval_ms, eddy_cb cb)
 {
-    if (interval_ms == 0 || interval_ms > (uint64_t)INT64_MAX / 2000000)
-        return -EINVAL;
-    int rc = eddy_timer(loop, op, interval_ms, cb);
-    if (rc == 0) {
-        op->pflags |= PF_REPEAT;
-        op->u.timer.interval_ns = (int64_t)interval_ms * 1000000;
-    }
-    return rc;
+    if (interval_ms == 0 || interval_ms > TIMER_MAX_NS / 1000000)
+        return start_timer(loop, op, 0, 0, -EINVAL, cb);
+    int64_t iv = (int64_t)interval_ms * 1000000;
+    return start_timer(loop, op, eddy_update_time(loop) + iv, iv, 0, cb);
 }
 
 int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
@@ -678,7 +772,7 @@ int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
         return -ENOENT;
     if (op->pflags & PF_CANCEL)
         return -EALREADY;
-    if (ms > (uint64_t)INT64_MAX / 2000000)
+    if (ms > TIMER_MAX_NS / 1000000)
         return -EINVAL;
     int64_t next = eddy_update_time(loop) + (int64_t)ms * 1000000;
     if (op->state == ST_QUEUED || (op->pflags & PF_REARM)) {
@@ -707,15 +801,12 @@ int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
 
 int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb)
 {
-    if (!fn)
-        return -EINVAL;
-    BEGIN(K_WORK);
+    START(K_WORK, fn ? 0 : -EINVAL);
     op->u.work.fn = fn;
     op->u.work.res = 0;
     int rc = wpool_submit(loop, op);
     if (rc < 0) {
-        loop->active--;
-        op->state = ST_IDLE;
+        op_start_undo(loop, op);
         return rc;
     }
     return 0;

@@ -347,6 +347,186 @@ static void test_destroy_never_run(void **state)
     ts_loop_free(loop);
 }
 
+/* ---- misuse: the same error in every build ------------------------------ */
+
+static int work_fn(struct eddy_op *op)
+{
+    (void)op;
+    return 7;
+}
+
+/*
+ * Starting an op that is already active is -EBUSY from every starter, in a
+ * Debug build (assertions on) as in a release build, and leaves the running
+ * start alone: it still ends once, as it would have.
+ */
+static void test_start_active_is_ebusy(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char buf[8];
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    struct iovec iov = {buf, 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    struct eddy_op op = EDDY_OP_INIT;
+    calls = 0;
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), 0);
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_recv(loop, &op, -1, buf, sizeof buf, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_send(loop, &op, sv[0], "x", 1, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_send_zc(loop, &op, sv[0], "x", 1, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_sendmsg(loop, &op, sv[0], &msg, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_accept(loop, &op, sv[0], (struct sockaddr *)&ss, &sl, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_connect(loop, &op, sv[0], (struct sockaddr *)&ss, sl, count_cb), -EBUSY);
+    assert_int_equal(eddy_read(loop, &op, sv[0], buf, 1, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_write(loop, &op, sv[0], buf, 1, 0, count_cb), -EBUSY);
+    assert_int_equal(eddy_close(loop, &op, sv[0], count_cb), -EBUSY);
+    assert_int_equal(eddy_shutdown(loop, &op, sv[0], SHUT_RD, count_cb), -EBUSY);
+    assert_int_equal(eddy_poll(loop, &op, sv[0], 1, count_cb), -EBUSY);
+    assert_int_equal(eddy_timer(loop, &op, 10, count_cb), -EBUSY);
+    assert_int_equal(eddy_timer_ns(loop, &op, 10, count_cb), -EBUSY);
+    assert_int_equal(eddy_timer_at(loop, &op, 10, count_cb), -EBUSY);
+    assert_int_equal(eddy_timer_repeat(loop, &op, 10, count_cb), -EBUSY);
+    assert_int_equal(eddy_post(loop, &op, count_cb), -EBUSY);
+    assert_int_equal(eddy_work(loop, &op, work_fn, count_cb), -EBUSY);
+    /* A deadline set on the active op is not the running start's. */
+    eddy_op_set_deadline(loop, &op, 20);
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), -EBUSY);
+    ts_run_for(loop, 100);
+    assert_int_equal(calls, 0);
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    TS_RUN_UNTIL(loop, calls == 1, 2000);
+    ts_run_for(loop, 5);
+    assert_int_equal(calls, 1);
+    assert_int_equal(last_res, 3);
+
+    /* The same for a timer, a post and a job. */
+    assert_int_equal(eddy_timer(loop, &op, 10000, count_cb), 0);
+    assert_int_equal(eddy_timer(loop, &op, 1, count_cb), -EBUSY);
+    assert_int_equal(eddy_cancel(loop, &op), 0);
+    assert_int_equal(eddy_post(loop, &op, count_cb), -EBUSY);
+    TS_RUN_UNTIL(loop, calls == 2, 2000);
+    assert_int_equal(last_res, -ECANCELED);
+    assert_int_equal(eddy_post(loop, &op, count_cb), 0);
+    assert_int_equal(eddy_post(loop, &op, count_cb), -EBUSY);
+    TS_RUN_UNTIL(loop, calls == 3, 2000);
+    assert_int_equal(last_res, 0);
+    assert_int_equal(eddy_work(loop, &op, work_fn, count_cb), 0);
+    assert_int_equal(eddy_work(loop, &op, work_fn, count_cb), -EBUSY);
+    TS_RUN_UNTIL(loop, calls == 4, 2000);
+    assert_int_equal(last_res, 7);
+    /* A thread-safe post on its way cannot be cancelled (-EBUSY, as
+     * documented) nor started again; it still arrives once. */
+    eddy_post_threadsafe(loop, &op, count_cb);
+    assert_int_equal(eddy_cancel(loop, &op), -EBUSY);
+    assert_int_equal(eddy_post(loop, &op, count_cb), -EBUSY);
+    TS_RUN_UNTIL(loop, calls == 5, 2000);
+    assert_int_equal(last_res, 0);
+    ts_run_for(loop, 5);
+    assert_int_equal(calls, 5);
+    close(sv[0]);
+    close(sv[1]);
+    ts_loop_free(loop);
+}
+
+/*
+ * A deadline belongs to the next start only, whether it succeeds or fails:
+ * a failed start (bad arguments, or a kind that refuses deadlines) drops it.
+ */
+static void test_deadline_dropped_by_failed_start(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    char buf[8];
+    struct eddy_op op = EDDY_OP_INIT;
+    calls = 0;
+
+    /* recv on fd -1 fails; the next recv, started without a deadline, waits. */
+    eddy_op_set_deadline(loop, &op, 100);
+    assert_int_equal(eddy_recv(loop, &op, -1, buf, sizeof buf, 0, count_cb), -EINVAL);
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), 0);
+    ts_run_for(loop, 250);
+    assert_int_equal(calls, 0);
+    assert_int_equal(write(sv[1], "hi", 2), 2);
+    TS_RUN_UNTIL(loop, calls == 1, 2000);
+    assert_int_equal(last_res, 2);
+
+    /* The same after other failing starters. */
+    eddy_op_set_deadline(loop, &op, 50);
+    assert_int_equal(eddy_send(loop, &op, sv[0], NULL, 1, 0, count_cb), -EINVAL);
+    eddy_op_set_deadline(loop, &op, 50);
+    assert_int_equal(eddy_poll(loop, &op, -1, 1, count_cb), -EBADF);
+    eddy_op_set_deadline(loop, &op, 50);
+    assert_int_equal(eddy_work(loop, &op, NULL, count_cb), -EINVAL);
+    eddy_op_set_deadline(loop, &op, 50);
+    assert_int_equal(eddy_accept(loop, &op, sv[0], NULL, NULL, 0, count_cb), -EINVAL);
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), 0);
+    ts_run_for(loop, 150);
+    assert_int_equal(calls, 1);
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    TS_RUN_UNTIL(loop, calls == 2, 2000);
+    assert_int_equal(last_res, 3);
+
+    /* A timer refuses a deadline once; the next eddy_timer works. */
+    eddy_op_set_deadline(loop, &op, 100);
+    assert_int_equal(eddy_timer(loop, &op, 10, count_cb), -EINVAL);
+    assert_int_equal(eddy_timer(loop, &op, 10, count_cb), 0);
+    TS_RUN_UNTIL(loop, calls == 3, 2000);
+    assert_int_equal(last_res, 0);
+    eddy_op_set_deadline(loop, &op, 100);
+    assert_int_equal(eddy_timer(loop, &op, UINT64_MAX, count_cb), -EINVAL);
+    assert_int_equal(eddy_timer_repeat(loop, &op, 5, count_cb), 0);
+    TS_RUN_UNTIL(loop, calls == 5, 2000);
+    assert_int_equal(eddy_cancel(loop, &op), 0);
+    TS_RUN_UNTIL(loop, calls == 6, 2000);
+    assert_int_equal(last_res, -ECANCELED);
+
+    /* A deadline that a start took ends with that start's final callback. */
+    eddy_op_set_deadline(loop, &op, 50);
+    assert_int_equal(eddy_recv(loop, &op, sv[0], buf, sizeof buf, 0, count_cb), 0);
+    TS_RUN_UNTIL(loop, calls == 7, 2000);
+    assert_int_equal(last_res, -ETIME);
+    assert_int_equal(eddy_timer(loop, &op, 1, count_cb), 0);
+    TS_RUN_UNTIL(loop, calls == 8, 2000);
+    assert_int_equal(last_res, 0);
+    ts_run_for(loop, 5);
+    assert_int_equal(calls, 8);
+    close(sv[0]);
+    close(sv[1]);
+    ts_loop_free(loop);
+}
+
+/* A loop with a buffer pool attached refuses to go; once the pool is gone
+ * it goes (and ASan's leak check at exit finds nothing left). */
+static void test_destroy_with_pool_attached(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    assert_int_equal(eddy_loop_attached(loop), 0);
+    struct eddy_bufpool *pool = NULL, *pool2 = NULL;
+    assert_int_equal(eddy_bufpool_init(loop, &pool, 8, 256), 0);
+    assert_int_equal(eddy_bufpool_init(loop, &pool2, 4, 64), 0);
+    assert_int_equal(eddy_loop_attached(loop), 2);
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_bufpool_destroy(pool), 0);
+    assert_int_equal(eddy_loop_attached(loop), 1);
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_bufpool_destroy(pool2), 0);
+    assert_int_equal(eddy_loop_attached(loop), 0);
+    /* The loop still works after a refused destroy. */
+    struct eddy_op op = EDDY_OP_INIT;
+    calls = 0;
+    assert_int_equal(eddy_post(loop, &op, count_cb), 0);
+    assert_int_equal(eddy_loop_run(loop, EDDY_RUN_DEFAULT), 0);
+    assert_int_equal(calls, 1);
+    assert_int_equal(eddy_loop_destroy(loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,6 +540,9 @@ int main(void)
         cmocka_unit_test(test_long_callback_flushes),
         cmocka_unit_test(test_handover),
         cmocka_unit_test(test_destroy_never_run),
+        cmocka_unit_test(test_start_active_is_ebusy),
+        cmocka_unit_test(test_deadline_dropped_by_failed_start),
+        cmocka_unit_test(test_destroy_with_pool_attached),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -203,7 +203,12 @@ struct eddy_op {
     } u;
 };
 
+/* An idle op, all zero; warning-free in C and C++ (-Wall -Wextra). */
+#ifdef __cplusplus
+#define EDDY_OP_INIT {}
+#else
 #define EDDY_OP_INIT {0}
+#endif
 
 #define eddy_container_of(ptr, type, member)                                   \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -215,8 +220,11 @@ int eddy_op_active(const struct eddy_op *op);
  * Gives the next start of op a deadline, ms from now: when it passes, the
  * operation is cancelled and ends with -ETIME (or with its real result if
  * that won the race).  For send/sendmsg the deadline covers every
- * re-submission.  Not for multishot kinds (their starters return -EINVAL).
- * Call before the starter; the deadline is cleared by the final callback.
+ * re-submission, and any wait for readiness.  Not for multishot kinds nor
+ * timers (their starters return -EINVAL).  Call on an idle op, before the
+ * starter (on an active op it does nothing).  The deadline belongs to that
+ * next start alone: a start that fails drops it, and a start that succeeds
+ * ends it with its final callback; it never carries over to a later start.
  */
 void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned ms);
 
@@ -279,7 +287,10 @@ int eddy_loop_run(struct eddy_loop *loop, enum eddy_run_mode mode);
 void eddy_loop_stop(struct eddy_loop *loop);
 
 /* Keeps the loop running while it has no active operation (for example
- * while other threads will post to it).  Counted; loop thread only. */
+ * while other threads will post to it).  Counted; loop thread only.  An
+ * unref without a ref (like a detach without an attach) is a bug that no
+ * return value can report: a build with assertions aborts, others ignore
+ * it (the count never wraps around). */
 void eddy_loop_ref(struct eddy_loop *loop);
 void eddy_loop_unref(struct eddy_loop *loop);
 
@@ -317,7 +328,18 @@ void eddy_loop_log(struct eddy_loop *loop, int level, const char *fmt, ...)
 /* ------------------------------------------------------------------------
  * Starters.  All take (loop, op, args..., cb); all return 0 or -errno.
  * Buffers and addresses passed in belong to the loop until the final
- * callback.
+ * callback.  Every starter returns -EBUSY for an op that is already active
+ * (and leaves that running start alone), -EINVAL for bad arguments
+ * (eddy_close, eddy_shutdown and eddy_poll: -EBADF for a negative fd), in
+ * every build: misuse the API can see is an error code, never an assertion.
+ *
+ * -EAGAIN is never a result.  On a non-blocking descriptor (O_NONBLOCK, or
+ * MSG_DONTWAIT in msgflags) the kernel may answer -EAGAIN instead of
+ * waiting; the loop then waits for readiness (POLLIN for accept, recv,
+ * recv_multi, recv_once and read; POLLOUT for send, send_zc, sendmsg and
+ * write) and issues the operation again, inside the same start: cancel and
+ * the deadline apply to that wait too.  (connect is the exception: its
+ * -EAGAIN means no local port or no backlog room, a real error.)
  * ---------------------------------------------------------------------- */
 
 /*
@@ -335,7 +357,8 @@ void eddy_loop_log(struct eddy_loop *loop, int level, const char *fmt, ...)
 int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
                 struct sockaddr *addr, socklen_t *addrlen, int flags, eddy_cb cb);
 
-/* Connects fd to addr; res 0 or -errno.  addr must live until the callback. */
+/* Connects fd to addr; res 0 or -errno (-EAGAIN: no free local port, or a
+ * full backlog of a Unix socket).  addr must live until the callback. */
 int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
                  const struct sockaddr *addr, socklen_t len, eddy_cb cb);
 
@@ -438,9 +461,12 @@ int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms);
 
 /*
  * Cancels op.  Returns 0 if a cancellation was started, -ENOENT if op is not
- * active, -EALREADY if it is already being cancelled.  The op's final
- * callback runs exactly once, with -ECANCELED or with its real result when
- * that won the race.  Never calls the callback from here.
+ * active, -EALREADY if it is already being cancelled, -EBUSY if it cannot
+ * be stopped: an eddy_work() job a pool thread is already running, or an
+ * eddy_post_threadsafe()/eddy_post_to() post on its way.  Its final
+ * callback then comes as usual, with its real result.  Otherwise the op's
+ * final callback runs exactly once, with -ECANCELED or with its real result
+ * when that won the race.  Never calls the callback from here.
  */
 int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op);
 
@@ -468,17 +494,35 @@ void eddy_post_to(struct eddy_loop *from, struct eddy_loop *to, struct eddy_op *
 
 /*
  * Runs fn(op) on a worker-pool thread, then cb(op, fn's result) on the loop
- * thread.  Cancel before a thread picks the job up gives -ECANCELED; a job
- * already running cannot be stopped and completes normally.
+ * thread.  Returns 0, -EINVAL (fn NULL), -EBUSY (op active), or the error
+ * of starting the pool threads (-EAGAIN, -ENOMEM) the first time.
+ * eddy_cancel() before a thread picks the job up gives -ECANCELED; on a job
+ * already running it returns -EBUSY, and the job completes normally.
  */
 int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb);
 
 /*
  * Delivers signo (SIGINT, SIGTERM, SIGHUP ...) as completions: res = signo,
  * EDDY_OP_MORE set, once per delivery, until cancelled (final -ECANCELED).
- * The signal is blocked in the calling thread and read from a signalfd, so
- * block it in every other thread of the process too (threads created after
+ * Several ops may watch one signal; each hears every delivery.  -EINVAL for
+ * SIGKILL, SIGSTOP and signals the C library keeps for itself.
+ * The signal is blocked in the calling thread and the loop's thread reads it
+ * from a signalfd, so it hears signals sent to the process (kill) and to the
+ * loop's thread (pthread_kill, raise), not those sent to another thread.
+ * Block it in every other thread of the process too (threads created after
  * this call inherit the mask; eddy's pool threads block all signals).
+ *
+ * When the last watch of signo ends (its eddy_cancel), the thread gets its
+ * mask back: the signal is unblocked again, unless it was already blocked
+ * before the first watch, and the loop no longer reads it.  Instances that
+ * arrived while it was watched and were not delivered yet are discarded just
+ * before the unblock, so they do not meet the disposition it gives back
+ * (SIGTERM's default action would kill the process); one arriving after
+ * the unblock gets that disposition, as without eddy.  A signal the thread
+ * had blocked itself stays blocked, with its pending instances: they are the
+ * thread's.  The unblock happens in the thread that cancels, which is the
+ * loop's: start watches on the thread that runs the loop, or before creating
+ * it, so that it inherits the mask.
  */
 int eddy_signal(struct eddy_loop *loop, struct eddy_op *op, int signo, eddy_cb cb);
 
