@@ -15,12 +15,15 @@
  * moving to the tail on activity) keeps each list in deadline order, and one
  * repeating timer per server pops the expired heads: O(expired) per sweep.
  *
- * llhttp 8.1 is built with LLHTTP_STRICT_MODE and never made lenient.  What
+ * llhttp 8.1 is built with LLHTTP_STRICT_MODE and never made lenient but
+ * for the HTTP-version digits (LENIENT_VERSION, judged here).  What
  * it still lets through and RFC 9112 does not, checked here (each has a
  * case in tests/proto/test_http.c):
  *   - obs-fold (a header line starting with SP/HT): 400 (on_header_value);
  *   - a request line without HTTP-version (llhttp: HTTP/0.9): 400;
- *   - HTTP/0.9 and 2.0 spelled out (llhttp accepts them): 505;
+ *   - HTTP/0.9 and 2.0 spelled out (llhttp accepts them): 505; with
+ *     llhttp's version check made lenient, any other major is 505 too, and
+ *     a higher 1.x minor is handled as 1.1 (RFC 9110 6.2);
  *   - Transfer-Encoding in HTTP/1.0, or listed twice: 400 (RFC 9112 6.1);
  *   - Transfer-Encoding codings other than chunked alone: 501, or 400
  *     when chunked is not the last one;
@@ -30,7 +33,9 @@
  *     llhttp's value span starts after the fold): 400;
  *   - an empty field-name (": v"): 400;
  *   - a fragment ("#") in the request-target: 400 (RFC 9112 3.2);
- *   - a malformed HTTP-version: 400, a well-formed unknown one: 505;
+ *   - a malformed HTTP-version: 400, a well-formed one of another major: 505;
+ *   - "close" in a 1.0 request's Connection list next to keep-alive
+ *     (llhttp lets keep-alive win there): close;
  *   - a chunk whose size line alone exceeds max_body: 413 at once.
  * (Each of these has a case in tests/reliability/corpus.txt.)
  * What llhttp rejects itself in strict mode: CL with TE, duplicate CL, bad
@@ -108,6 +113,7 @@ enum {
     R_FREE = 1u << 11,    /* in the free list */
     R_INFLIGHT = 1u << 12, /* part of the send in flight */
     R_HASVER = 1u << 13,  /* the request line had an HTTP-version */
+    R_NOBODY = 1u << 14,  /* 204 or 304 answer: neither body nor framing */
 };
 
 struct route {
@@ -232,6 +238,35 @@ static char *dupstr(struct eddy_http_server *srv, const char *s)
     if (d)
         memcpy(d, s, n);
     return d;
+}
+
+/* RFC 9110 5.6.2: a character of a token (field-name, method). */
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    return true;
+}
+
+/* RFC 9110 5.5: a field value is visible characters, obs-text, SP and HTAB;
+ * no other control character (CR, LF, NUL ... would end or split the line). */
+static bool is_field_value(const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
 }
 
 /* Registers a block so destroy frees it; returns the usable part. */
@@ -607,20 +642,46 @@ static int begin_answer(struct eddy_http_req *r, int status)
         return -EINVAL; /* 1xx are interim, not answers */
     if (!out_reserve(r, 2))
         return -ENOMEM;
-    struct conn *c = r->c;
-    if (c && (c->srv->shutting))
-        r->flags |= R_CLOSE;
+    /* (Shutting down: the connection's last request is already marked to
+     * close, see eddy_http_server_shutdown; the answers before it go out.) */
     r->status = status;
     return 0;
+}
+
+/* The connection closes after r's answer (the handler said Connection:
+ * close): nothing after r is read or handled any more; requests behind it
+ * already with their handlers hear the abort when it closes. */
+static void req_close_after(struct eddy_http_req *r)
+{
+    struct conn *c = r->c;
+    r->flags |= R_CLOSE;
+    if (!c || !c->s || (c->flags & C_CLOSING))
+        return;
+    struct sess *s = c->s;
+    s->stop = 1;
+    if (s->pend_len)
+        s->dropped = 1; /* unread client bytes: linger on close */
+    s->pend_len = 0;
 }
 
 int eddy_http_set_header(struct eddy_http_req *r, const char *name, const char *value)
 {
     if (r->flags & (R_ANSWERED | R_FREE))
         return -EALREADY;
-    size_t nl = strlen(name), vl = strlen(value);
-    if (!nl || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
+    if (!name || !value || !is_token(name) || !is_field_value(value))
         return -EINVAL;
+    /* The framing is the server's: its Content-Length or chunked coding
+     * must be the only one, and it alone knows whether the connection
+     * stays open.  A handler may only ask to close. */
+    if (!strcasecmp(name, "content-length") || !strcasecmp(name, "transfer-encoding"))
+        return -EINVAL;
+    if (!strcasecmp(name, "connection")) {
+        if (strcasecmp(value, "close") != 0)
+            return -EINVAL;
+        req_close_after(r); /* put_head says "Connection: close", once */
+        return 0;
+    }
+    size_t nl = strlen(name), vl = strlen(value);
     if (!out_reserve(r, nl + vl + 4))
         return -ENOMEM;
     out_put(r, name, nl);
@@ -633,9 +694,7 @@ int eddy_http_set_header(struct eddy_http_req *r, const char *name, const char *
 int eddy_http_respond(struct eddy_http_req *r, int status, const char *ctype,
                       const void *body, size_t len)
 {
-    if (len && !body)
-        return -EINVAL;
-    if (len > INT32_MAX / 2)
+    if ((len && !body) || len > INT32_MAX / 2 || (ctype && !is_field_value(ctype)))
         return -EINVAL;
     int rc = begin_answer(r, status);
     if (rc < 0)
@@ -647,8 +706,6 @@ int eddy_http_respond(struct eddy_http_req *r, int status, const char *ctype,
     }
     bool nobody = (r->flags & R_HEADREQ) || status == 204 || status == 304;
     size_t ctl = ctype ? strlen(ctype) : 0;
-    if (ctype && strpbrk(ctype, "\r\n"))
-        return -EINVAL;
     if (!out_reserve(r, ctl + 18 + (nobody ? 0 : len)))
         return -ENOMEM;
     if (ctype) {
@@ -667,6 +724,8 @@ int eddy_http_respond(struct eddy_http_req *r, int status, const char *ctype,
 
 int eddy_http_stream_begin(struct eddy_http_req *r, int status, const char *ctype)
 {
+    if (ctype && !is_field_value(ctype))
+        return -EINVAL;
     int rc = begin_answer(r, status);
     if (rc < 0)
         return rc;
@@ -675,8 +734,6 @@ int eddy_http_stream_begin(struct eddy_http_req *r, int status, const char *ctyp
         return 0;
     }
     size_t ctl = ctype ? strlen(ctype) : 0;
-    if (ctype && strpbrk(ctype, "\r\n"))
-        return -EINVAL;
     if (!out_reserve(r, ctl + 18))
         return -ENOMEM;
     if (ctype) {
@@ -685,7 +742,11 @@ int eddy_http_stream_begin(struct eddy_http_req *r, int status, const char *ctyp
         out_put(r, "\r\n", 2);
     }
     out_put(r, "\r\n", 2);
-    if (r->vmin == 0)
+    /* 204 and 304 have no content (RFC 9110 6.4.1), so no framing either,
+     * as in eddy_http_respond.  HEAD gets the head a GET would have had. */
+    if (status == 204 || status == 304)
+        r->flags |= R_NOBODY;
+    else if (r->vmin == 0)
         r->flags |= R_CLOSE; /* HTTP/1.0: the body ends with the connection */
     else
         r->flags |= R_CHUNKED;
@@ -699,8 +760,8 @@ int eddy_http_stream_write(struct eddy_http_req *r, const void *data, size_t len
 {
     if ((r->flags & (R_STREAM | R_DONE | R_FREE)) != R_STREAM)
         return (r->flags & R_STREAM) ? -EALREADY : -EINVAL;
-    if (conn_gone(r) || len == 0 || (r->flags & R_HEADREQ))
-        return 0;
+    if (conn_gone(r) || len == 0 || (r->flags & (R_HEADREQ | R_NOBODY)))
+        return 0; /* no body is sent: the bytes are dropped */
     if (len > INT32_MAX / 2)
         return -EINVAL;
     if (!out_reserve(r, len + 20))
@@ -896,6 +957,9 @@ static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
     }
     srv->sfree = s->nextfree;
     llhttp_init(&s->p, HTTP_REQUEST, &srv->settings);
+    /* Any HTTP-version digits pass llhttp (it knows 0.9, 1.0, 1.1 and 2.0
+     * only); on_headers_complete decides: 1.x is handled, others are 505. */
+    s->p.lenient_flags |= LENIENT_VERSION;
     s->p.data = s;
     s->c = c;
     s->head = s->tail = s->cur = NULL;
@@ -1067,6 +1131,16 @@ static bool route_match(const struct route *rt, const char *path, size_t plen, b
            !memcmp(rt->path, path, rt->plen);
 }
 
+/* Whether the ", "-separated list holds the name m (m may be part of
+ * another name: LOCK of UNLOCK, SEARCH of M-SEARCH). */
+static bool list_has(const char *list, const char *m, size_t ml)
+{
+    for (const char *p = list; (p = strstr(p, m)) != NULL; p += ml)
+        if ((p == list || p[-1] == ' ') && (p[ml] == ',' || p[ml] == 0))
+            return true;
+    return false;
+}
+
 static void route_dispatch(struct eddy_http_req *r)
 {
     struct eddy_http_server *srv = r->srv;
@@ -1090,20 +1164,22 @@ static void route_dispatch(struct eddy_http_req *r)
             }
         }
     }
-    struct route *best = NULL, *head_get = NULL;
+    /* The route of this very method, else (HEAD) the GET route, else the
+     * any-method route: the order of registration does not matter (and
+     * eddy_http_route refuses duplicates, so each is unique). */
+    struct route *same = NULL, *head_get = NULL, *any = NULL;
     for (unsigned i = 0; known && i < srv->nroutes; i++) {
         struct route *rt = &srv->routes[i];
         if (!route_match(rt, path, plen, exact, pl))
             continue;
-        if (!rt->method || !strcmp(rt->method, m)) {
-            if (!best)
-                best = rt;
-        } else if (head && !strcmp(rt->method, "GET") && !head_get) {
+        if (!rt->method)
+            any = rt;
+        else if (!strcmp(rt->method, m))
+            same = rt;
+        else if (head && !strcmp(rt->method, "GET"))
             head_get = rt;
-        }
     }
-    if (!best)
-        best = head_get;
+    struct route *best = same ? same : head_get ? head_get : any;
     r->flags |= R_DISPATCHED;
     srv->st.requests++;
     if (best) {
@@ -1115,7 +1191,7 @@ static void route_dispatch(struct eddy_http_req *r)
         answer_or_drop(r, 404, "404 Not Found\n", 14);
         return;
     }
-    /* 405: list the methods the path does have. */
+    /* 405: list the methods the path does have (each once). */
     char allow[256];
     size_t al = 0;
     allow[0] = 0;
@@ -1126,7 +1202,7 @@ static void route_dispatch(struct eddy_http_req *r)
         const char *ms[2] = {rt->method, !strcmp(rt->method, "GET") ? "HEAD" : NULL};
         for (int k = 0; k < 2 && ms[k]; k++) {
             size_t ml = strlen(ms[k]);
-            if (strstr(allow, ms[k]) || al + ml + 3 >= sizeof allow)
+            if (list_has(allow, ms[k], ml) || al + ml + 3 >= sizeof allow)
                 continue;
             if (al) {
                 memcpy(allow + al, ", ", 2);
@@ -1341,6 +1417,27 @@ static bool uri_host_char(unsigned char c)
     }
 }
 
+/* The options of a Connection field value (RFC 9110 7.6.1: a list of
+ * case-insensitive tokens, OWS around the commas). */
+static void conn_options(const char *v, bool *close, bool *keep)
+{
+    while (*v) {
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        const char *t = v;
+        while (*v && *v != ',')
+            v++;
+        const char *e = v;
+        while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        size_t n = (size_t)(e - t);
+        if (n == 5 && !strncasecmp(t, "close", 5))
+            *close = true;
+        else if (n == 10 && !strncasecmp(t, "keep-alive", 10))
+            *keep = true;
+    }
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct sess *s = P(p);
@@ -1352,14 +1449,24 @@ static int on_headers_complete(llhttp_t *p)
     /* llhttp takes a request line without a version as HTTP/0.9: 400. */
     if (!(r->flags & R_HASVER))
         return fail(s, 400);
-    if (r->vmaj != 1 || r->vmin > 1)
+    /* RFC 9110 6.2: a higher minor version of the major version we
+     * implement is processed as the highest minor we support (1.1); other
+     * majors (0.9, 2.0 and up, spelled out in a 1.1 request line) are 505. */
+    if (r->vmaj != 1)
         return fail(s, 505);
+    if (r->vmin > 1)
+        r->vmin = 1;
     /* The fields the server itself checks, in one pass over the headers. */
     const char *host = NULL, *te = NULL, *expect = NULL;
     unsigned nhost = 0, nte = 0;
+    bool conn_close = false, conn_keep = false;
     for (unsigned i = 0; i < r->nh; i++) {
         const char *n = r->arena + r->h[i].n, *v = r->arena + r->h[i].v;
         switch (n[0] | 0x20) {
+        case 'c':
+            if (!strcasecmp(n, "connection"))
+                conn_options(v, &conn_close, &conn_keep);
+            break;
         case 'h':
             if (!strcasecmp(n, "host") && !nhost++)
                 host = v;
@@ -1423,7 +1530,10 @@ static int on_headers_complete(llhttp_t *p)
         ssize_t k = send(s->c->fd, cont, sizeof cont - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)k;
     }
-    if (!llhttp_should_keep_alive(p))
+    /* close wins in any Connection list (RFC 9112 9.6), in 1.0 too, where
+     * llhttp lets keep-alive win; and whatever llhttp takes for a close is
+     * one, since it parses nothing after it. */
+    if (conn_close || !llhttp_should_keep_alive(p) || (r->vmin == 0 && !conn_keep))
         r->flags |= R_CLOSE;
     else if (r->vmin == 0)
         r->flags |= R_KEEPALIVE;
@@ -1500,7 +1610,8 @@ static int map_error(struct sess *s, llhttp_errno_t e)
     switch (e) {
     case HPE_INVALID_VERSION:
         /* llhttp says "Invalid HTTP version" for a well-formed version it
-         * does not know (505); bad syntax there is a bad request. */
+         * does not know (505; not with LENIENT_VERSION, kept for an llhttp
+         * that ignores the flag); bad syntax there is a bad request. */
         return strcmp(llhttp_get_error_reason(&s->p), "Invalid HTTP version") ? 400 : 505;
     default:
         return 400;
@@ -1508,12 +1619,6 @@ static int map_error(struct sess *s, llhttp_errno_t e)
 }
 
 #define METHOD_MAX 32u /* longer "methods" are garbage: 400 */
-
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
 
 /*
  * llhttp says HPE_INVALID_METHOD both for a well-formed method it does not
@@ -1595,11 +1700,13 @@ static void dispatch_new(struct sess *s)
     /* Handlers answer synchronously into out; one flush afterwards sends
      * the whole batch in one send. */
     for (struct eddy_http_req *r = s->head; r; r = r->next) {
-        if (r->flags & R_DISPATCHED)
-            continue;
-        route_dispatch(r);
-        if (s->c->flags & C_CLOSING)
-            return;
+        if (!(r->flags & R_DISPATCHED)) {
+            route_dispatch(r);
+            if (s->c->flags & C_CLOSING)
+                return;
+        }
+        if (r->flags & R_CLOSE)
+            return; /* the connection closes after r: nothing behind it is handled */
     }
 }
 
@@ -2023,6 +2130,7 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
         return -ENOMEM;
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
+    eddy_loop_attach(loop); /* eddy_loop_destroy() is -EBUSY until the server is destroyed */
     if (opts)
         srv->o = *opts;
     struct eddy_http_options *o = &srv->o;
@@ -2083,12 +2191,49 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
     return 0;
 }
 
+/* A method a request can be routed with: one llhttp parses for HTTP, spelled
+ * as on the wire (methods are case-sensitive: "get" is 501), and not
+ * CONNECT (always 501). */
+static bool route_method_ok(const char *m)
+{
+    if (!strcmp(m, "CONNECT"))
+        return false;
+#define M(num, name, string) \
+    if (!strcmp(m, #string)) \
+        return true;
+    HTTP_METHOD_MAP(M)
+#undef M
+    return false;
+}
+
+/* A path a request-target can have: it starts with "/" and holds no byte
+ * a target cannot carry raw (CTL, SP, DEL, non-ASCII: those come
+ * percent-encoded, and paths are compared undecoded), nor "?" or "#"
+ * (the query is cut off before routing; a fragment is 400). */
+static bool route_path_ok(const char *p)
+{
+    if (p[0] != '/')
+        return false;
+    for (; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= 0x20 || ch >= 0x7f || ch == '?' || ch == '#')
+            return false;
+    }
+    return true;
+}
+
 int eddy_http_route(struct eddy_http_server *srv, const char *method, const char *path,
                     int flags, eddy_http_handler fn, void *ud)
 {
     if (!path || !fn || (flags != EDDY_HTTP_EXACT && flags != EDDY_HTTP_PREFIX) ||
-        srv->listening)
+        srv->listening || !route_path_ok(path) || (method && !route_method_ok(method)))
         return -EINVAL;
+    for (unsigned i = 0; i < srv->nroutes; i++) {
+        const struct route *rt = &srv->routes[i];
+        if (rt->flags == flags && !strcmp(rt->path, path) &&
+            (rt->method && method ? !strcmp(rt->method, method) : rt->method == method))
+            return -EEXIST;
+    }
     struct route *rs = eddy_loop_realloc(srv->loop, srv->routes,
                                          (srv->nroutes + 1) * sizeof *rs);
     if (!rs)
@@ -2269,13 +2414,14 @@ int eddy_http_server_shutdown(struct eddy_http_server *srv, unsigned drain_ms,
             c = next;
         }
     }
-    /* Requests waiting for their answers will carry Connection: close. */
+    /* Requests in flight finish: every answer goes out, in order, then the
+     * connection closes after the last one queued (which says Connection:
+     * close unless its head was made already), and nothing more is read.
+     * A request still arriving closes when complete (on_message_complete). */
     for (unsigned t = 0; t < TL_COUNT; t++)
         for (struct conn *c = srv->tl[t].head; c; c = c->tnext)
-            if (c->s)
-                for (struct eddy_http_req *r = c->s->head; r; r = r->next)
-                    if (!(r->flags & R_ANSWERED))
-                        r->flags |= R_CLOSE;
+            if (c->s && c->s->tail)
+                req_close_after(c->s->tail);
     if (drain_ms == 0) {
         for (unsigned t = 0; t < TL_COUNT; t++)
             while (srv->tl[t].head)
@@ -2289,10 +2435,12 @@ int eddy_http_server_destroy(struct eddy_http_server *srv)
 {
     if (srv->listening && !srv->done_called)
         return -EBUSY;
+    if (srv->pool && eddy_bufpool_destroy(srv->pool) < 0)
+        return -EBUSY; /* before anything is freed: the call may be repeated */
+    srv->pool = NULL;
     if (srv->lfd >= 0)
         close(srv->lfd);
-    if (srv->pool && eddy_bufpool_destroy(srv->pool) < 0)
-        return -EBUSY;
+    srv->lfd = -1;
     /* Buffers requests and sessions grew. */
     for (struct eddy_http_req *r = srv->rfree; r; r = r->next) {
         xfree(srv, r->arena);
@@ -2312,7 +2460,9 @@ int eddy_http_server_destroy(struct eddy_http_server *srv)
         xfree(srv, srv->routes[i].method);
     }
     xfree(srv, srv->routes);
-    eddy_loop_free(srv->loop, srv);
+    struct eddy_loop *loop = srv->loop;
+    eddy_loop_free(loop, srv);
+    eddy_loop_detach(loop);
     return 0;
 }
 

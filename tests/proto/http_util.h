@@ -35,6 +35,7 @@ struct hsrv {
     _Atomic int second_rc;     /* what a second answer returned */
     _Atomic int done_calls;    /* shutdown done callbacks */
     _Atomic int async_answered;
+    _Atomic int stream_rc;     /* /sstream: the first failure of begin, write, end (or 0) */
     struct eddy_http_stats st; /* after the thread ended */
     int leftover_active;       /* loop ops active after shutdown */
     int destroy_rc, loop_destroy_rc;
@@ -222,6 +223,50 @@ static void h_stream(struct eddy_http_req *req, void *ud)
     eddy_http_stream_end(req);
 }
 
+/* A refused answer is answered 200 "rc=<what it returned>" instead. */
+static void answer_rc(struct eddy_http_req *req, int rc)
+{
+    char out[32];
+    int n = snprintf(out, sizeof out, "rc=%d", rc);
+    eddy_http_respond(req, 200, "text/plain", out, (size_t)n);
+}
+
+/* /sstream?st=N[&ct=TYPE]: status N streamed, with one write of "abc".  The
+ * first nonzero return of begin, write and end goes to h->stream_rc. */
+static void h_sstream(struct eddy_http_req *req, void *ud)
+{
+    struct hsrv *h = ud;
+    int rc = eddy_http_stream_begin(req, atoi(eddy_http_arg(req, "st", "200")),
+                                    eddy_http_arg(req, "ct", "text/plain"));
+    if (rc < 0) {
+        atomic_store(&h->stream_rc, rc);
+        answer_rc(req, rc);
+        return;
+    }
+    int w = eddy_http_stream_write(req, "abc", 3);
+    int e = eddy_http_stream_end(req);
+    atomic_store(&h->stream_rc, w ? w : e);
+}
+
+/* /sresp?st=N[&ct=TYPE]: status N answered with the body "abc". */
+static void h_sresp(struct eddy_http_req *req, void *ud)
+{
+    (void)ud;
+    int rc = eddy_http_respond(req, atoi(eddy_http_arg(req, "st", "200")),
+                               eddy_http_arg(req, "ct", "text/plain"), "abc", 3);
+    if (rc < 0)
+        answer_rc(req, rc);
+}
+
+/* /sethdr?n=NAME&v=VALUE: eddy_http_set_header(NAME, VALUE), then 200 with
+ * the body "rc=<what it returned>". */
+static void h_sethdr(struct eddy_http_req *req, void *ud)
+{
+    (void)ud;
+    answer_rc(req, eddy_http_set_header(req, eddy_http_arg(req, "n", ""),
+                                        eddy_http_arg(req, "v", "")));
+}
+
 static void on_done(struct eddy_http_server *srv, void *ud)
 {
     struct hsrv *h = ud;
@@ -270,6 +315,18 @@ static int hsrv_setup(struct hsrv *h)
         {"GET", "/async", EDDY_HTTP_EXACT, h_async},
         {"GET", "/stream", EDDY_HTTP_EXACT, h_stream},
         {"GET", "/shutdown", EDDY_HTTP_EXACT, h_shutdown},
+        {"GET", "/sstream", EDDY_HTTP_EXACT, h_sstream},
+        {"GET", "/sresp", EDDY_HTTP_EXACT, h_sresp},
+        {"GET", "/sethdr", EDDY_HTTP_EXACT, h_sethdr},
+        /* an any-method route before a GET route on the same path: GET
+         * goes to the GET route, other methods to the any-method one */
+        {NULL, "/prec", EDDY_HTTP_EXACT, h_prefix},
+        {"GET", "/prec", EDDY_HTTP_EXACT, h_plaintext},
+        /* methods whose names hold one another, for the Allow list */
+        {"UNLOCK", "/lock", EDDY_HTTP_EXACT, h_plaintext},
+        {"LOCK", "/lock", EDDY_HTTP_EXACT, h_plaintext},
+        {"M-SEARCH", "/lock", EDDY_HTTP_EXACT, h_plaintext},
+        {"SEARCH", "/lock", EDDY_HTTP_EXACT, h_plaintext},
     };
     for (size_t i = 0; rc == 0 && i < sizeof routes / sizeof routes[0]; i++)
         rc = eddy_http_route(h->srv, routes[i].m, routes[i].p, routes[i].f, routes[i].fn, h);
@@ -520,5 +577,53 @@ static int simple_get(int port, const char *path, char *out, size_t cap)
     }
     return st;
 }
+
+/*
+ * Sends req on a new connection and reads every byte the server sends until
+ * it closes (5 s at most), with the "Date: ...\r\n" lines taken out (they
+ * change every second).  Returns the length (out is NUL-terminated), or -1
+ * when the server did not close cleanly in time.
+ */
+static long wire(int port, const char *req, size_t len, char *out, size_t cap)
+{
+    int fd = cli_connect(port);
+    cli_send(fd, req, len);
+    size_t n = 0;
+    long rc = -1;
+    for (;;) {
+        ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k == 0)
+            rc = 0;
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (n == cap - 1)
+            break; /* full: more than any test expects, and no close seen */
+    }
+    close(fd);
+    out[n] = 0;
+    char *d;
+    while ((d = strstr(out, "\r\nDate: ")) != NULL) {
+        char *e = strstr(d + 2, "\r\n");
+        if (!e)
+            break;
+        memmove(d, e, (size_t)(out + n - e) + 1);
+        n -= (size_t)(e - d);
+    }
+    return rc < 0 ? -1 : (long)n;
+}
+
+/* The wire transcript of req is exactly want (Date lines aside). */
+#define assert_wire(port, req, want)                                                 \
+    do {                                                                             \
+        static char wire_buf_[16384];                                                \
+        long wire_n_ = wire((port), (req), strlen(req), wire_buf_, sizeof wire_buf_); \
+        if (wire_n_ < 0)                                                             \
+            print_error("no clean close after:\n%s\n", wire_buf_);                    \
+        assert_true(wire_n_ >= 0);                                                   \
+        assert_string_equal(wire_buf_, (want));                                      \
+    } while (0)
 
 #endif

@@ -95,6 +95,25 @@ static struct tcase cases[] = {
     {"stream", S("GET /stream?n=2 HTTP/1.1\r\nHost: t\r\n\r\n"), 200, 0, "chunk 0\nchunk 1\n"},
     {"upgrade", S("GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"), 200, 1, "Hello, World!"},
     {"stream 1.0", S("GET /stream?n=2 HTTP/1.0\r\n\r\n"), 200, 1, "chunk 0\nchunk 1\n"},
+    /* RFC 9110 6.2: a higher minor version of HTTP/1 is handled as 1.1 */
+    {"http 1.2", S("GET /plaintext HTTP/1.2\r\nHost: t\r\n\r\n"), 200, 0, "Hello, World!"},
+    {"version 1.2 is 1.1", S("GET /version HTTP/1.2\r\nHost: t\r\n\r\n"), 200, 0, "11"},
+    {"version 1.9 is 1.1", S("GET /version HTTP/1.9\r\nHost: t\r\n\r\n"), 200, 0, "11"},
+    {"http 1.2 needs host", S("GET /plaintext HTTP/1.2\r\n\r\n"), 400, 1, NULL},
+    {"http 1.2 close", S("GET /plaintext HTTP/1.2\r\nHost: t\r\nConnection: close\r\n\r\n"), 200, 1, "Hello, World!"},
+    /* close wins in any Connection list, in any case, with any OWS */
+    {"1.0 keep-alive close", S("GET /plaintext HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.0 close keep-alive", S("GET /plaintext HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.0 keep-alive close odd ows", S("GET /plaintext HTTP/1.0\r\nConnection: Keep-Alive ,CLOSE\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.0 keep-alive close tabs", S("GET /plaintext HTTP/1.0\r\nConnection:\tkeep-alive\t,\tClose\t\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.0 keep-alive then close field", S("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.0 keep-alive upper", S("GET /plaintext HTTP/1.0\r\nConnection: KEEP-ALIVE\r\n\r\n"), 200, 0, "Hello, World!"},
+    {"1.0 keep-alive other token", S("GET /plaintext HTTP/1.0\r\nConnection: keep-alive, closed\r\n\r\n"), 200, 0, "Hello, World!"},
+    {"1.1 keep-alive close odd ows", S("GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: Keep-Alive ,CLOSE\r\n\r\n"), 200, 1, "Hello, World!"},
+    {"1.1 close token lookalike", S("GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: xclose, closex\r\n\r\n"), 200, 0, "Hello, World!"},
+    /* a route for one method beats an any-method route on the same path */
+    {"method route first", S("GET /prec HTTP/1.1\r\nHost: t\r\n\r\n"), 200, 0, "Hello, World!"},
+    {"any-method route after", S("POST /prec HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"), 200, 0, "prefix:/prec"},
     /* ---- malformed and smuggling shapes: 400 and close ---- */
     {"no host 1.1", S("GET /plaintext HTTP/1.1\r\n\r\n"), 400, 1, NULL},
     {"two hosts", S("GET /plaintext HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400, 1, NULL},
@@ -138,7 +157,8 @@ static struct tcase cases[] = {
     {"connect", S("CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n"), 501, 1, NULL},
     {"http 2.0", S("GET /plaintext HTTP/2.0\r\nHost: t\r\n\r\n"), 505, 1, NULL},
     {"http 0.9", S("GET /plaintext HTTP/0.9\r\nHost: t\r\n\r\n"), 505, 1, NULL},
-    {"http 1.2", S("GET /plaintext HTTP/1.2\r\nHost: t\r\n\r\n"), 505, 1, NULL},
+    {"http 9.9", S("GET /plaintext HTTP/9.9\r\nHost: t\r\n\r\n"), 505, 1, NULL},
+    {"http 1.01", S("GET /plaintext HTTP/1.01\r\nHost: t\r\n\r\n"), 400, 1, NULL},
     {"http 3.1", S("GET /plaintext HTTP/3.1\r\nHost: t\r\n\r\n"), 505, 1, NULL},
     /* ---- limits ---- */
     DYN("uri too long", long_uri, 414),
@@ -190,9 +210,8 @@ __attribute__((format(printf, 1, 2))) static int report(const char *fmt, ...)
 
 /* Sends c split into pieces (split: 0 whole, 1 every byte, 2 random
  * points with pauses) and checks status, body and close. */
-static int run_case(const struct tcase *c, int split, unsigned *seed)
+static int run_case_on(int fd, const struct tcase *c, int split, unsigned *seed)
 {
-    int fd = cli_connect(atomic_load(&H.port));
     if (split == 0) {
         cli_send(fd, c->req, c->len);
     } else if (split == 1) {
@@ -237,8 +256,17 @@ static int run_case(const struct tcase *c, int split, unsigned *seed)
         if (n != 1 || r.status != 200)
             return report("case '%s' split %d: connection unusable after the answer", c->name, split);
     }
-    close(fd);
     return 0;
+}
+
+/* A failed case closes its connection too: a later test counting the
+ * server's connections must not see it. */
+static int run_case(const struct tcase *c, int split, unsigned *seed)
+{
+    int fd = cli_connect(atomic_load(&H.port));
+    int bad = run_case_on(fd, c, split, seed);
+    close(fd);
+    return bad;
 }
 
 static void test_table(void **state)
@@ -319,6 +347,9 @@ static void test_405_allow(void **state)
     assert_string_equal(r.allow, "POST, PUT");
     assert_int_equal(one_shot(atomic_load(&H.port), S("POST /plaintext HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"), &r, &eof), 405);
     assert_string_equal(r.allow, "GET, HEAD");
+    /* a method whose name is part of another's is listed too */
+    assert_int_equal(one_shot(atomic_load(&H.port), S("GET /lock HTTP/1.1\r\nHost: t\r\n\r\n"), &r, &eof), 405);
+    assert_string_equal(r.allow, "UNLOCK, LOCK, M-SEARCH, SEARCH");
 }
 
 static void test_pipeline_100(void **state)
@@ -675,6 +706,185 @@ static void test_stream_async(void **state)
     close(fd);
 }
 
+/* 204 and 304 carry neither a body nor framing, streamed or not; HEAD gets
+ * the head a GET would have had, without the body. */
+static void test_no_body_statuses(void **state)
+{
+    (void)state;
+    int port = atomic_load(&H.port);
+    atomic_store(&H.stream_rc, 1);
+    assert_wire(port, "GET /sstream?st=204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    assert_int_equal(atomic_load(&H.stream_rc), 0); /* the write is dropped, not refused */
+    assert_wire(port, "GET /sstream?st=304 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    /* eddy_http_respond says the same */
+    assert_wire(port, "GET /sresp?st=204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    assert_wire(port, "GET /sresp?st=304 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    /* keep-alive: the next answer follows the head directly */
+    assert_wire(port,
+                "GET /sstream?st=204 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /plaintext HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nServer: eddy\r\nContent-Type: text/plain\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 13\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\nHello, World!");
+    /* HTTP/1.0: no close-delimited body to end, so keep-alive holds */
+    assert_wire(port,
+                "GET /sstream?st=304 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                "GET /plaintext HTTP/1.0\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nServer: eddy\r\nConnection: keep-alive\r\n"
+                "Content-Type: text/plain\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 13\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\nHello, World!");
+    /* HEAD: streamed, the GET's chunked head; answered, its Content-Length */
+    assert_wire(port,
+                "HEAD /sstream?st=200 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /sstream?st=200 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "HEAD /sresp?st=200 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "HEAD /sstream?st=204 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Type: text/plain\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Type: text/plain\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 3\r\n"
+                "Content-Type: text/plain\r\n\r\n"
+                "HTTP/1.1 204 No Content\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    /* HEAD in HTTP/1.0: the GET's answer would end with the connection */
+    assert_wire(port, "HEAD /sstream?st=200 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\n");
+    char body[64];
+    assert_int_equal(simple_get(port, "/plaintext", body, sizeof body), 200);
+}
+
+/* URL-encodes every byte but letters and digits. */
+static void qenc(char *out, size_t cap, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < cap; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if ((ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z'))
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "%%%02X", ch);
+    }
+    out[o] = 0;
+}
+
+static void test_set_header_rules(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *n, *v;
+        int rc;
+    } t[] = {
+        {"X-Ok", "v", 0},
+        {"X-!#$%&'*+-.^_`|~09", "v", 0}, /* every tchar */
+        {"X-V", "a\tb c", 0},
+        {"X-V", "caf\xc3\xa9", 0},          /* obs-text */
+        {"X-V", "", 0},
+        {"", "v", -EINVAL},
+        {"X Y", "v", -EINVAL},
+        {"X:Y", "v", -EINVAL},
+        {"X(Y)", "v", -EINVAL},
+        {"X\"Y", "v", -EINVAL},
+        {"X/Y", "v", -EINVAL},
+        {"X@Y", "v", -EINVAL},
+        {"X\tY", "v", -EINVAL},
+        {"X\xc3\xa9", "v", -EINVAL},
+        {"X\r\nY", "v", -EINVAL},
+        {"X-V", "a\r\nInjected: 1", -EINVAL},
+        {"X-V", "a\rb", -EINVAL},
+        {"X-V", "a\nb", -EINVAL},
+        {"X-V", "a\x01z", -EINVAL},
+        {"X-V", "a\x7f", -EINVAL},
+        {"Content-Length", "5", -EINVAL},
+        {"content-length", "13", -EINVAL},
+        {"Transfer-Encoding", "chunked", -EINVAL},
+        {"TRANSFER-ENCODING", "gzip", -EINVAL},
+        {"Connection", "keep-alive", -EINVAL},
+        {"Connection", "upgrade", -EINVAL},
+        {"connection", "close, foo", -EINVAL},
+        {"Connection", "", -EINVAL},
+    };
+    int port = atomic_load(&H.port);
+    int fd = cli_connect(port);
+    static struct resp r;
+    int eof;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char n[256], v[256], req[700], want[32];
+        qenc(n, sizeof n, t[i].n);
+        qenc(v, sizeof v, t[i].v);
+        int k = snprintf(req, sizeof req, "GET /sethdr?n=%s&v=%s HTTP/1.1\r\nHost: t\r\n\r\n", n, v);
+        cli_send(fd, req, (size_t)k);
+        assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 0), 1);
+        assert_int_equal(r.status, 200);
+        snprintf(want, sizeof want, "rc=%d", t[i].rc);
+        r.body[r.blen < sizeof r.body ? r.blen : sizeof r.body - 1] = 0;
+        if (strcmp(r.body, want))
+            print_error("set_header('%s', '%s'): %s, want %s\n", t[i].n, t[i].v, r.body, want);
+        assert_string_equal(r.body, want);
+        assert_false(r.close);
+    }
+    close(fd);
+    /* a Content-Type is a field value too */
+    assert_wire(port, "GET /sresp?ct=a%01b HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /sstream?ct=a%0Db HTTP/1.1\r\nHost: t\r\n\r\n"
+                      "GET /sresp?ct=text/plain;%09charset=utf-8 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 6\r\n"
+                "Content-Type: text/plain\r\n\r\nrc=-22"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 6\r\n"
+                "Content-Type: text/plain\r\n\r\nrc=-22"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 3\r\nConnection: close\r\n"
+                "Content-Type: text/plain;\tcharset=utf-8\r\n\r\nabc");
+    /* a refused header is not sent; an accepted one is */
+    assert_wire(port, "GET /sethdr?n=Content-Length&v=5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 6\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\nrc=-22");
+    assert_wire(port, "GET /sethdr?n=X-Ok&v=a%09b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 4\r\nConnection: close\r\n"
+                "X-Ok: a\tb\r\nContent-Type: text/plain\r\n\r\nrc=0");
+}
+
+/* Connection: close from the handler: said once, and the server closes
+ * after that answer (a pipelined request behind it is not answered). */
+static void test_set_header_close(void **state)
+{
+    (void)state;
+    int port = atomic_load(&H.port);
+    const char *want = "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 4\r\nConnection: close\r\n"
+                       "Content-Type: text/plain\r\n\r\nrc=0";
+    assert_wire(port,
+                "GET /sethdr?n=Connection&v=close HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n",
+                want);
+    assert_wire(port, "GET /sethdr?n=Connection&v=Close HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                want);
+    assert_wire(port, "GET /sethdr?n=connection&v=CLOSE HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                      "GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                want);
+    /* behind an asynchronous answer: the close comes after the handler's
+     * own answer, the earlier one still goes out */
+    assert_wire(port,
+                "GET /async?ms=30&id=3 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /sethdr?n=Connection&v=close HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /async?ms=1&id=4 HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 7\r\n"
+                "Content-Type: text/plain\r\n\r\nasync 3"
+                "HTTP/1.1 200 OK\r\nServer: eddy\r\nContent-Length: 4\r\nConnection: close\r\n"
+                "Content-Type: text/plain\r\n\r\nrc=0");
+    char body[64];
+    assert_int_equal(simple_get(port, "/plaintext", body, sizeof body), 200);
+}
+
 static void test_ipv6(void **state)
 {
     (void)state;
@@ -835,6 +1045,50 @@ static void test_graceful_shutdown(void **state)
     close(fd);
 }
 
+/* Pipelined requests in flight at shutdown: each gets its answer, in
+ * order; the last one says Connection: close, then the connection closes. */
+static void test_shutdown_pipelined(void **state)
+{
+    (void)state;
+    struct hsrv h;
+    memset(&h, 0, sizeof h);
+    h.o.host = "127.0.0.1";
+    hsrv_start(&h);
+    int port = atomic_load(&h.port);
+    int a = cli_connect(port), b = cli_connect(port);
+    cli_send(a, S("GET /async?ms=200&id=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /async?ms=250&id=2 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /async?ms=100&id=3 HTTP/1.1\r\nHost: t\r\n\r\n"));
+    /* the last one answered already: its head cannot say close any more */
+    cli_send(b, S("GET /async?ms=200&id=4 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"));
+    usleep(50000);
+    assert_int_equal(simple_get(port, "/shutdown?ms=3000", NULL, 0), 200);
+    static struct resp r[4];
+    int eof;
+    assert_int_equal(cli_read(a, r, 4, 0, &eof, 1), 3);
+    assert_int_equal(eof, 1);
+    assert_memory_equal(r[0].body, "async 1", 7);
+    assert_memory_equal(r[1].body, "async 2", 7);
+    assert_memory_equal(r[2].body, "async 3", 7);
+    assert_false(r[0].close);
+    assert_false(r[1].close);
+    assert_true(r[2].close);
+    assert_int_equal(cli_read(b, r, 3, 0, &eof, 1), 2);
+    assert_int_equal(eof, 1);
+    assert_memory_equal(r[0].body, "async 4", 7);
+    assert_memory_equal(r[1].body, "Hello, World!", 13);
+    pthread_join(h.th, NULL);
+    h.loop = NULL;
+    assert_int_equal(atomic_load(&h.aborts), 0);
+    assert_int_equal(atomic_load(&h.done_calls), 1);
+    assert_int_equal(h.destroy_rc, 0);
+    assert_int_equal(h.leftover_active, 0);
+    assert_int_equal(h.loop_destroy_rc, 0);
+    close(a);
+    close(b);
+}
+
 static void test_shutdown_deadline(void **state)
 {
     (void)state;
@@ -875,6 +1129,30 @@ static void test_unit_api(void **state)
     assert_int_equal(eddy_http_server_init(&srv, loop, NULL), 0);
     assert_int_equal(eddy_http_route(srv, "GET", "/x", 7, h_plaintext, NULL), -EINVAL);
     assert_int_equal(eddy_http_route(srv, "GET", NULL, 0, h_plaintext, NULL), -EINVAL);
+    /* routes that could never match are refused at once */
+    assert_int_equal(eddy_http_route(srv, "get", "/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "FOO", "/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "", "/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "CONNECT", "/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "PRI", "/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "DESCRIBE", "/x", 0, h_plaintext, NULL), -EINVAL); /* RTSP */
+    assert_int_equal(eddy_http_route(srv, "GET", "x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "*", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "http://t/x", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x?y", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x#y", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x y", 0, h_plaintext, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x", 0, NULL, NULL), -EINVAL);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x", EDDY_HTTP_EXACT, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x", EDDY_HTTP_EXACT, h_echo, NULL), -EEXIST);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x", EDDY_HTTP_PREFIX, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_route(srv, "GET", "/x", EDDY_HTTP_PREFIX, h_plaintext, NULL), -EEXIST);
+    assert_int_equal(eddy_http_route(srv, "HEAD", "/x", EDDY_HTTP_EXACT, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_route(srv, "M-SEARCH", "/x", EDDY_HTTP_EXACT, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_route(srv, NULL, "/x", EDDY_HTTP_EXACT, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_route(srv, NULL, "/x", EDDY_HTTP_EXACT, h_plaintext, NULL), -EEXIST);
+    assert_int_equal(eddy_http_route(srv, "PATCH", "/", EDDY_HTTP_PREFIX, h_plaintext, NULL), 0);
     assert_int_equal(eddy_http_server_port(srv), -EBADF);
     assert_string_equal(eddy_http_reason(404), "Not Found");
     assert_string_equal(eddy_http_reason(799), "Unknown");
@@ -885,6 +1163,38 @@ static void test_unit_api(void **state)
     assert_true(st.conn_size <= 256);
     assert_int_equal(eddy_http_server_destroy(srv), 0);
     ts_loop_free(loop);
+}
+
+/* The loop outlives the server: eddy_loop_destroy() refuses (-EBUSY) while
+ * a server is built on it, and the proper order then ends clean. */
+static void test_loop_teardown_order(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_http_server *srv;
+    /* never listened: nothing active on the loop, but the server uses it */
+    assert_int_equal(eddy_http_server_init(&srv, loop, NULL), 0);
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_http_server_destroy(srv), 0);
+    /* listened, served, shut down */
+    struct hsrv h;
+    memset(&h, 0, sizeof h);
+    struct eddy_http_options o;
+    memset(&o, 0, sizeof o);
+    o.host = "127.0.0.1";
+    assert_int_equal(eddy_http_server_init(&srv, loop, &o), 0);
+    assert_int_equal(eddy_http_route(srv, "GET", "/plaintext", EDDY_HTTP_EXACT, h_plaintext, NULL), 0);
+    assert_int_equal(eddy_http_server_listen(srv), 0);
+    assert_int_equal(eddy_http_server_destroy(srv), -EBUSY); /* not shut down */
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_http_server_shutdown(srv, 0, on_done, &h), 0);
+    int64_t end = ts_now_ms() + 5000;
+    while (!atomic_load(&h.done_calls) && ts_now_ms() < end)
+        eddy_loop_run(loop, EDDY_RUN_ONCE);
+    assert_int_equal(atomic_load(&h.done_calls), 1);
+    assert_int_equal(eddy_loop_destroy(loop), -EBUSY);
+    assert_int_equal(eddy_http_server_destroy(srv), 0);
+    ts_loop_free(loop); /* asserts eddy_loop_destroy() == 0 */
 }
 
 int main(void)
@@ -910,15 +1220,20 @@ int main(void)
         cmocka_unit_test(test_double_answer),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_stream_async),
+        cmocka_unit_test(test_no_body_statuses),
+        cmocka_unit_test(test_set_header_rules),
+        cmocka_unit_test(test_set_header_close),
     };
     const struct CMUnitTest solo[] = {
         cmocka_unit_test(test_unit_api),
+        cmocka_unit_test(test_loop_teardown_order),
         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_reuseport),
         cmocka_unit_test(test_handover_server),
         cmocka_unit_test(test_conn_cap),
         cmocka_unit_test(test_graceful_shutdown),
         cmocka_unit_test(test_shutdown_deadline),
+        cmocka_unit_test(test_shutdown_pipelined),
     };
     int rc = cmocka_run_group_tests(t, setup, teardown);
     rc |= cmocka_run_group_tests(solo, NULL, NULL);

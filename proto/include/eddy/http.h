@@ -40,13 +40,19 @@
  * While reading of a connection is stopped (pipeline cap reached
  * and 64 KiB stashed), its EOF is noticed when reading resumes.
  *
- * HTTP details: HEAD runs the GET handler and sends no body; Expect:
+ * HTTP details: HEAD runs the GET handler (unless the path has a HEAD
+ * route) and gets the head a GET would have had, without the body; Expect:
  * 100-continue is answered when no earlier answer is pending; Upgrade is
  * not supported (the request is answered, then the connection closes);
  * CONNECT is 501, and so is a method the parser does not know (a token
  * such as FOO or get, in an otherwise well-formed request-line; a
- * malformed line is 400).  Answers are always "HTTP/1.1"; HTTP/1.0
- * clients get Connection: keep-alive when they asked for it, else the connection
+ * malformed line is 400).  Versions: HTTP/1.0 and 1.1; a higher minor
+ * version (HTTP/1.2 ... 1.9) is handled as 1.1 (RFC 9110 6.2); other
+ * majors (0.9, 2.0, 3.x ...) are 505.  Answers are always "HTTP/1.1".
+ * Connection: a "close" option anywhere in the request's Connection
+ * fields (case-insensitive, a list) closes the connection after the
+ * answer, in 1.0 as in 1.1; HTTP/1.0 clients get Connection: keep-alive
+ * when they asked for it (and not for close too), else the connection
  * closes after the answer.  After a closing answer the connection closes
  * at once when the client has sent nothing unread; otherwise it is
  * half-closed and lingers (linger_ms) reading and discarding until the
@@ -140,10 +146,18 @@ typedef void (*eddy_http_done_cb)(struct eddy_http_server *srv, void *ud);
 
 /* ------------------------------------------------------------------------
  * Server lifecycle: init -> route... -> listen -> (run the loop) ->
- * shutdown -> (run the loop until done) -> destroy.
+ * shutdown -> (run the loop until done) -> destroy, then the loop.
+ *
+ * Teardown order: eddy_http_server_shutdown(), run the loop until the done
+ * callback (and until the handlers of aborted requests have answered),
+ * eddy_http_server_destroy(), then eddy_loop_destroy().  The server is
+ * attached to its loop (eddy_loop_attach) from init to destroy, so
+ * eddy_loop_destroy() returns -EBUSY, and frees nothing, while a server
+ * still uses the loop.
  * ---------------------------------------------------------------------- */
 
-/* Creates a server on loop (nothing is started).  opts may be NULL. */
+/* Creates a server on loop (nothing is started; the loop must outlive it).
+ * opts may be NULL (every default).  0 and *out, or -ENOMEM. */
 int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
                           const struct eddy_http_options *opts);
 
@@ -153,10 +167,24 @@ enum {
 };
 
 /*
- * Adds a route.  method: "GET", "POST" ... or NULL for any method.  path
- * and method are copied.  Unknown path: 404; known path, other method:
- * 405 with Allow.  A HEAD request runs the GET handler and the body is not
- * sent.  Returns 0, -EINVAL or -ENOMEM.  Before listen only.
+ * Adds a route.  method: a method the parser knows, spelled as on the wire
+ * ("GET", "POST", "PATCH", "M-SEARCH" ...: methods are case-sensitive), or
+ * NULL for any method.  path: starts with "/", compared undecoded, so it
+ * holds no "?", "#", space, control or non-ASCII byte (those arrive
+ * percent-encoded).  path and method are copied.
+ *
+ * Among the routes of the matching path (the exact one, else the longest
+ * prefix), the route of the request's method wins, then for HEAD the GET
+ * route (its body is not sent), then the any-method route, whatever the
+ * order they were added in.  Unknown path: 404; known path, no route for
+ * the method: 405 with Allow.
+ *
+ * Returns 0; -EINVAL for a route no request could ever reach (a method the
+ * parser does not know, e.g. "get" or "FOO" (such requests get 501), or
+ * CONNECT (always 501); a path not starting with "/" or with a byte listed
+ * above), for bad flags, a NULL path or handler, or after listen; -EEXIST
+ * when the same method (or NULL), path and flags are already routed;
+ * -ENOMEM.  Before listen only.
  */
 int eddy_http_route(struct eddy_http_server *srv, const char *method, const char *path,
                     int flags, eddy_http_handler handler, void *ud);
@@ -189,16 +217,21 @@ int eddy_http_listen_socket(const char *host, uint16_t port, int reuseport, int 
 
 /*
  * Graceful shutdown: stops accepting, closes idle connections, lets
- * requests in flight finish (their answers carry Connection: close) for up
- * to drain_ms, then closes what is left (handlers still holding requests
- * hear their abort callback).  done (may be NULL) runs from the loop once
- * nothing of the server is active any more.  Returns -EALREADY if called
- * twice.
+ * requests in flight finish for up to drain_ms: every request already
+ * received (pipelined ones too) gets its answer, in order, and each
+ * connection closes after its last one (which says Connection: close
+ * unless it was made before the shutdown); nothing more is read from
+ * them.  On a connection with nothing queued, a request still arriving is
+ * answered, with close, once complete.  Then it closes what is left
+ * (handlers still holding requests hear their abort callback).  done (may
+ * be NULL) runs from the loop once nothing of the server is active any
+ * more.  Returns -EALREADY if called twice.
  */
 int eddy_http_server_shutdown(struct eddy_http_server *srv, unsigned drain_ms,
                               eddy_http_done_cb done, void *ud);
 
-/* Frees the server.  -EBUSY unless it never listened or shutdown is done. */
+/* Frees the server and detaches it from its loop.  -EBUSY (nothing freed,
+ * the call may be repeated) unless it never listened or shutdown is done. */
 int eddy_http_server_destroy(struct eddy_http_server *srv);
 
 struct eddy_http_stats {
@@ -233,7 +266,7 @@ int eddy_http_header_at(const struct eddy_http_req *req, unsigned n, const char 
 /* The body (Content-Length or chunked, de-chunked); *len gets its size.
  * Never NULL ("" when empty). */
 const void *eddy_http_body(const struct eddy_http_req *req, size_t *len);
-/* 10 for HTTP/1.0, 11 for HTTP/1.1. */
+/* 10 for HTTP/1.0, 11 for HTTP/1.1 (and for 1.2 ... 1.9, handled as 1.1). */
 int eddy_http_version(const struct eddy_http_req *req);
 /* The peer's address (getpeername); 0 or -errno (-ENOTCONN once closed). */
 int eddy_http_peer(const struct eddy_http_req *req, struct sockaddr_storage *addr,
@@ -249,21 +282,38 @@ int eddy_http_aborted(const struct eddy_http_req *req);
 /* ------------------------------------------------------------------------
  * Answers.  Content-Length (or chunked framing), Date (cached, refreshed
  * every second), Server and Connection are added by the server.
+ *
+ * No body: an answer to HEAD, and a 204 or 304 answer, carry no body
+ * bytes, whether answered or streamed (the body given is dropped).  A 204
+ * or 304 has no framing header either (no Content-Length, no
+ * Transfer-Encoding); a HEAD answer has the framing header a GET would
+ * have had (Content-Length: len; streamed, Transfer-Encoding: chunked, or
+ * for HTTP/1.0 Connection: close).  1xx statuses are not answers (-EINVAL).
  * ---------------------------------------------------------------------- */
 
 /*
- * Adds a response header ("name: value") before the answer.  Both are
- * copied.  -EINVAL for CR/LF in either, -EALREADY after the answer began,
- * -ENOMEM.
+ * Adds a response header ("name: value") to the answer about to be made.
+ * Both are copied.  name must be a token (RFC 9110 5.6.2: letters, digits,
+ * !#$%&'*+-.^_`|~), value visible characters, obs-text (bytes >= 0x80), SP
+ * or HTAB: no CR, LF or other control character, else -EINVAL.  The
+ * framing is the server's: Content-Length and Transfer-Encoding are
+ * -EINVAL.  Connection: "close" (any case) is taken as an order, not
+ * copied: the answer says Connection: close (once) and the server closes
+ * the connection after it; nothing the client sent after this request is
+ * handled (pipelined requests already with their handlers hear the abort
+ * callback).  Any other Connection value is -EINVAL.  Returns 0, -EINVAL,
+ * -EALREADY after the answer began, or -ENOMEM.
  */
 int eddy_http_set_header(struct eddy_http_req *req, const char *name, const char *value);
 
 /*
- * Answers req: status (200..999), content_type (NULL: none), len bytes of
- * body.  The body is copied: the caller keeps its buffer.  Returns 0
- * (also when the client is gone and the answer is discarded; req is
- * finished either way), -EALREADY for a second answer, -EINVAL, -ENOMEM
- * (then req is still unanswered).
+ * Answers req: status (200..999), content_type (NULL: none; a field value
+ * as for eddy_http_set_header), len bytes of body (dropped for HEAD, 204
+ * and 304, see above).  The body is copied: the caller keeps its buffer.
+ * Returns 0 (also when the client is gone and the answer is discarded; req
+ * is finished either way), -EALREADY for a second answer, -EINVAL (bad
+ * status, content_type, or body NULL with len > 0), -ENOMEM (then req is
+ * still unanswered).
  */
 int eddy_http_respond(struct eddy_http_req *req, int status, const char *content_type,
                       const void *body, size_t len);
@@ -272,7 +322,9 @@ int eddy_http_respond(struct eddy_http_req *req, int status, const char *content
  * Streaming, for bodies of unknown length: begin sends the head with
  * Transfer-Encoding: chunked (HTTP/1.0 clients get a close-delimited body
  * instead), each write sends a chunk (copied; 0 bytes is a no-op), end
- * sends the last chunk and finishes the request.  Writes are queued and go
+ * sends the last chunk and finishes the request.  For HEAD, 204 and 304
+ * the head is the one described above and writes send nothing (they
+ * return 0); end still finishes the request.  Writes are queued and go
  * out in order behind earlier answers of the connection.  Same return
  * values as eddy_http_respond(); after an abort every call returns 0 and
  * end finishes the request.
