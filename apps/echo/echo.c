@@ -1,17 +1,42 @@
 /*
  * eddy-echo: a TCP echo server on the eddy runtime.
  *
- * One loop per thread, each with its own SO_REUSEPORT listener, a multishot
- * accept and one buffer pool.  Every connection has one multishot receive
- * into pool buffers; each received buffer is queued on the connection and
- * sent back straight from the pool (one send for a single buffer, one
- * sendmsg for several), and goes back to the pool when its send completes.
- * Nothing is copied and nothing is allocated per message.
+ * One loop per thread, each with its own listener, a multishot accept and
+ * one buffer pool.  A connection receives one pool buffer at a time; each
+ * received buffer is queued on the connection and sent back straight from
+ * the pool (one send for a single buffer, one sendmsg for several), and
+ * goes back to the pool when its send completes.  Nothing is copied and
+ * nothing is allocated per message.
  *
- * Back-pressure: a peer that sends faster than it reads would otherwise
- * drain the shared pool, so a connection holding more than HIGH_WATER
- * buffers has its receive cancelled, and re-armed once its queue is down to
- * LOW_WATER.
+ * Back-pressure: the pool is shared by every connection of a loop, and a
+ * peer that sends but does not read keeps its echo, and so its buffers,
+ * queued.  So no connection may take the pool from the others:
+ *   - a connection holding conn_max buffers (bufs/16, at least 2) stops
+ *     receiving, and receives again once its sends have drained it down to
+ *     conn_max/4;
+ *   - while the pool is low (fewer than bufs/4 free) the mark is 1: a
+ *     connection with an echo in flight receives again only once it is sent;
+ *   - every send has a deadline (--send-timeout): a connection whose echo
+ *     cannot be sent in time is closed, and its buffers return.
+ * Peers that never read hold conn_max buffers each until the pool is low,
+ * then one each: it takes about bufs/4 of them to starve the others, and
+ * then only until their send timeout.
+ *
+ * Why not a multishot receive: it fills buffers in the kernel for as long
+ * as the socket has data, and on loopback the peer's window updates refill
+ * the socket within the same io_uring_enter, so one peer's burst, before its
+ * cancel could land, could be as large as its send buffer (megabytes) and
+ * take the whole pool.  A single receive takes one buffer, and pausing is
+ * simply not asking again.  The price is one SQE per received buffer.
+ *
+ * The port: several loops share it through SO_REUSEPORT, which would also
+ * let any other process of the same user join the group and take part of
+ * the connections.  So a second server on a port in use is refused with
+ * EADDRINUSE: one loop binds without SO_REUSEPORT (an exclusive bind, no
+ * race); several check first that the port is free, bind, listen, and then
+ * check /proc/net/tcp that every listener on the port is theirs, which
+ * closes the window between the check and the bind (of two racing servers
+ * at least one sees the other).
  *
  * SIGINT / SIGTERM: stop accepting, cancel every connection's operations,
  * close, and exit 0 once every loop has no operation left.
@@ -30,11 +55,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SEND_BATCH 16   /* buffers per sendmsg */
-#define HIGH_WATER 32   /* queued buffers that pause the receive */
-#define LOW_WATER 4     /* ... and that resume it */
 #define CONN_CHUNK 64   /* connections allocated at a time */
 #define QNIL 0xffff
 
@@ -44,6 +68,9 @@ struct conn {
     struct eddy_op recv_op, send_op, close_op;
     struct loopctx *lc;
     struct conn *next, *prev; /* live list, or the free list (next only) */
+    struct conn *snext, *sprev; /* lc's sends in flight, oldest first */
+    int64_t send_ns;          /* when the send in flight started */
+    bool in_sends;            /* on that list */
     int fd;
     /* queue of received buffers, linked through lc->bnext by buffer id;
      * the first `sending` of them are in the send in flight */
@@ -51,7 +78,7 @@ struct conn {
     unsigned qcount, sending;
     bool closing;             /* error, reset or shutdown: tear down */
     bool eof;                 /* peer finished sending: close when drained */
-    bool paused;              /* receive cancelled for back-pressure */
+    bool paused;              /* receive not re-armed: back-pressure */
     struct msghdr msg;
     struct iovec iov[SEND_BATCH];
 };
@@ -70,24 +97,32 @@ struct loopctx {
     uint16_t *bnext;          /* per buffer id: next in its connection's queue */
     uint32_t *blen;           /* per buffer id: bytes received into it */
     struct eddy_op accept_op;
+    struct eddy_op sweep_op;  /* the send timeout's repeating timer */
     struct eddy_op stop_op;   /* posted from the signal loop */
     struct eddy_op sig_ops[2];
     struct conn *live;
+    struct conn *sends_head, *sends_tail; /* sends in flight, by start time */
     struct conn *free_conns;
     struct chunk *chunks;
     bool stopping;
     int rc;                   /* exit status of this loop */
-    uint64_t accepted, pauses; /* for --verbose */
+    uint64_t accepted, pauses, send_timeouts; /* for --verbose */
 };
 
 static struct {
     unsigned threads;
     unsigned bufs, bufsize;
+    unsigned send_timeout_ms;  /* 0 = none */
     uint16_t port;
     const char *bind;
     bool verbose;
+    /* derived from bufs (see the top of the file) */
+    unsigned conn_max;         /* buffers that pause a connection's receive */
+    unsigned conn_resume;      /* ... and that resume it */
+    unsigned pool_low;         /* free buffers below which the mark is 1 */
     struct loopctx *loops;
-} cfg = {.threads = 1, .bufs = 1024, .bufsize = 4096, .bind = "0.0.0.0"};
+} cfg = {.threads = 1, .bufs = 1024, .bufsize = 4096, .send_timeout_ms = 10000,
+         .bind = "0.0.0.0"};
 
 /* ---- connections ------------------------------------------------------ */
 
@@ -157,6 +192,44 @@ static void q_release(struct conn *c, unsigned n)
     }
 }
 
+/*
+ * The send timeout is a per-loop sweep, not a kernel timeout per send: a
+ * linked timeout on every send is an extra SQE and a kernel timer armed and
+ * cancelled per echo (bench-timeouts measured 640 ns per reset against 3 ns
+ * for a sweep).  Sends start in time order, so appending each one to a
+ * list keeps it sorted, and the sweep looks at the oldest only.
+ */
+static void sends_add(struct conn *c)
+{
+    struct loopctx *lc = c->lc;
+    c->send_ns = eddy_now_ns(lc->loop);
+    c->snext = NULL;
+    c->sprev = lc->sends_tail;
+    if (lc->sends_tail)
+        lc->sends_tail->snext = c;
+    else
+        lc->sends_head = c;
+    lc->sends_tail = c;
+    c->in_sends = true;
+}
+
+static void sends_remove(struct conn *c)
+{
+    struct loopctx *lc = c->lc;
+    if (!c->in_sends)
+        return;
+    if (c->sprev)
+        c->sprev->snext = c->snext;
+    else
+        lc->sends_head = c->snext;
+    if (c->snext)
+        c->snext->sprev = c->sprev;
+    else
+        lc->sends_tail = c->sprev;
+    c->snext = c->sprev = NULL;
+    c->in_sends = false;
+}
+
 static void on_recv(struct eddy_op *op, int res);
 static void on_send(struct eddy_op *op, int res);
 
@@ -190,10 +263,12 @@ static void conn_kill(struct conn *c)
     conn_maybe_close(c);
 }
 
+/* One receive of one buffer: a connection can never hold more buffers than
+ * it was allowed to ask for (see the top of the file). */
 static void conn_recv(struct conn *c)
 {
     c->paused = false;
-    int rc = eddy_recv_multi(c->lc->loop, &c->recv_op, c->fd, c->lc->pool, on_recv);
+    int rc = eddy_recv_once(c->lc->loop, &c->recv_op, c->fd, c->lc->pool, on_recv);
     if (rc < 0)
         conn_kill(c);
 }
@@ -226,13 +301,35 @@ static void conn_pump(struct conn *c)
     if (rc < 0) {
         c->sending = 0;
         conn_kill(c);
+        return;
     }
+    if (cfg.send_timeout_ms)
+        sends_add(c);
+}
+
+static bool pool_low(const struct loopctx *lc)
+{
+    return eddy_bufpool_free_count(lc->pool) < cfg.pool_low;
+}
+
+/* Must this connection stop receiving until its sends drain it? */
+static bool conn_full(const struct conn *c)
+{
+    return c->qcount >= cfg.conn_max || (c->qcount > 0 && pool_low(c->lc));
+}
+
+/* May a paused connection receive again?  While it holds buffers it has a
+ * send in flight, whose completion asks again. */
+static bool conn_may_resume(const struct conn *c)
+{
+    return c->qcount == 0 || (c->qcount <= cfg.conn_resume && !pool_low(c->lc));
 }
 
 static void on_send(struct eddy_op *op, int res)
 {
     struct conn *c = eddy_container_of(op, struct conn, send_op);
     /* The kernel is done with these buffers whatever the result. */
+    sends_remove(c);
     q_release(c, c->sending);
     c->sending = 0;
     if (res < 0) {
@@ -248,7 +345,7 @@ static void on_send(struct eddy_op *op, int res)
         conn_kill(c);
         return;
     }
-    if (c->paused && !eddy_op_active(&c->recv_op) && c->qcount <= LOW_WATER)
+    if (c->paused && conn_may_resume(c))
         conn_recv(c);
 }
 
@@ -259,27 +356,24 @@ static void on_recv(struct eddy_op *op, int res)
     if (op->flags & EDDY_OP_BUFFER) {
         if (c->closing) {
             eddy_bufpool_put(lc->pool, op->bid);
+            conn_maybe_close(c);
             return;
         }
         q_push(c, op->bid, (uint32_t)res);
         conn_pump(c);
-        if (c->qcount >= HIGH_WATER && !c->paused) {
+        if (c->closing)
+            return;
+        if (conn_full(c)) {
+            /* Not re-armed until on_send has drained the queue. */
             c->paused = true;
             lc->pauses++;
-            eddy_cancel(lc->loop, op);
+            return;
         }
+        conn_recv(c);
         return;
     }
-    if (op->flags & EDDY_OP_MORE)
-        return;
-    /* The final callback. */
     if (c->closing) {
         conn_maybe_close(c);
-        return;
-    }
-    if (res == -ECANCELED && c->paused) {
-        if (c->qcount <= LOW_WATER)
-            conn_recv(c);
         return;
     }
     if (res == 0) {
@@ -292,6 +386,24 @@ static void on_recv(struct eddy_op *op, int res)
     if (cfg.verbose && res != -ECONNRESET)
         fprintf(stderr, "eddy-echo: recv: %s\n", eddy_strerror(res));
     conn_kill(c);
+}
+
+/* Closes the connections whose send has been in flight for the timeout. */
+static void on_sweep(struct eddy_op *op, int res)
+{
+    struct loopctx *lc = eddy_container_of(op, struct loopctx, sweep_op);
+    if (res < 0)
+        return; /* cancelled by loop_stop */
+    int64_t limit = eddy_now_ns(lc->loop) - (int64_t)cfg.send_timeout_ms * 1000000;
+    struct conn *c;
+    while ((c = lc->sends_head) && c->send_ns <= limit) {
+        sends_remove(c);
+        lc->send_timeouts++;
+        if (cfg.verbose)
+            fprintf(stderr, "eddy-echo: echo not sent within %u ms: closing\n",
+                    cfg.send_timeout_ms);
+        conn_kill(c); /* its send ends with -ECANCELED */
+    }
 }
 
 /* ---- accepting and stopping ------------------------------------------- */
@@ -334,6 +446,7 @@ static void loop_stop(struct loopctx *lc)
         return;
     lc->stopping = true;
     eddy_cancel(lc->loop, &lc->accept_op);
+    eddy_cancel(lc->loop, &lc->sweep_op); /* -ENOENT without a send timeout */
     /* conn_kill may free c at once (if eddy_close fails): step first. */
     struct conn *next;
     for (struct conn *c = lc->live; c; c = next) {
@@ -369,31 +482,152 @@ static void on_signal(struct eddy_op *op, int res)
 
 /* ---- set-up ----------------------------------------------------------- */
 
-static int listen_socket(uint16_t port)
+static int bind_addr(uint16_t port, struct sockaddr_in *a)
+{
+    memset(a, 0, sizeof *a);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(port);
+    return inet_pton(AF_INET, cfg.bind, &a->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+static void listen_error(uint16_t port, int err, const char *why)
+{
+    fprintf(stderr, "eddy-echo: listen on %s:%u: %s%s\n", cfg.bind, port, eddy_strerror(err),
+            why ? why : "");
+}
+
+/*
+ * Is the port free?  A bind without SO_REUSEPORT fails with EADDRINUSE
+ * while anyone has it, a SO_REUSEPORT group included, so a server with
+ * several loops cannot join another one's group unnoticed (but see
+ * port_ours: another server may still bind between this check and ours).
+ */
+static int port_free(uint16_t port)
 {
     struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (inet_pton(AF_INET, cfg.bind, &a.sin_addr) != 1) {
+    if (bind_addr(port, &a) < 0)
+        return -EINVAL;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1, rc = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+/*
+ * After every loop listens: is every listener on the port (at our address,
+ * or at either side's wildcard) one of ours?  -EADDRINUSE if another
+ * process listens there too: it joined our SO_REUSEPORT group, or we its,
+ * between port_free and the binds.  Each of two racing servers listens
+ * before it looks, so at least one of them sees the other.  Without
+ * /proc/net/tcp (no /proc) port_free is all the check there is.
+ */
+static int port_ours(uint16_t port)
+{
+    struct sockaddr_in a;
+    if (bind_addr(port, &a) < 0)
+        return -EINVAL;
+    FILE *f = fopen("/proc/net/tcp", "re");
+    if (!f)
+        return 0;
+    int rc = 0;
+    char line[512];
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        /* "sl: local rem st tx:rx tr:when retrnsmt uid timeout inode ...";
+         * the address is the raw network-order word, printed in hex. */
+        unsigned laddr, lport, st;
+        unsigned long inode;
+        if (sscanf(line, " %*u: %8X:%4X %*X:%*X %2X %*X:%*X %*X:%*X %*X %*u %*d %lu", &laddr,
+                   &lport, &st, &inode) != 4)
+            continue; /* the header */
+        if (lport != port || st != 0x0A /* TCP_LISTEN */)
+            continue;
+        if (laddr != a.sin_addr.s_addr && laddr != INADDR_ANY &&
+            a.sin_addr.s_addr != INADDR_ANY)
+            continue; /* another address: no conflict */
+        bool mine = false;
+        for (unsigned i = 0; i < cfg.threads && !mine; i++) {
+            struct stat sb;
+            mine = fstat(cfg.loops[i].lfd, &sb) == 0 && sb.st_ino == inode;
+        }
+        if (!mine)
+            rc = -EADDRINUSE;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* One listening socket.  SO_REUSEPORT only when several loops share the
+ * port; one loop binds exclusively. */
+static int listen_socket(uint16_t port, bool shared)
+{
+    struct sockaddr_in a;
+    if (bind_addr(port, &a) < 0) {
         fprintf(stderr, "eddy-echo: bad --bind address '%s'\n", cfg.bind);
-        return -1;
+        return -EINVAL;
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto err;
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
         bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4096) < 0)
         goto err;
     return fd;
-err:
-    fprintf(stderr, "eddy-echo: listen on %s:%u: %s\n", cfg.bind, port, strerror(errno));
+err:;
+    int e = -errno;
+    listen_error(port, e,
+                 e == -EADDRINUSE ? " (another server there?  --port 0 picks a free port)" : NULL);
     if (fd >= 0)
         close(fd);
-    return -1;
+    return e;
+}
+
+/*
+ * Every loop's listener, on one port that no other process shares: port 0
+ * becomes the kernel's pick for the first, shared by the others.  Returns
+ * 0, or a negative errno once said on stderr (the listeners then closed).
+ */
+static int listen_all(void)
+{
+    bool shared = cfg.threads > 1;
+    int rc = 0;
+    if (shared && cfg.port && (rc = port_free(cfg.port)) < 0) {
+        listen_error(cfg.port, rc,
+                     rc == -EADDRINUSE ? " (another server there?  --port 0 picks a free port)"
+                                       : NULL);
+        return rc;
+    }
+    for (unsigned i = 0; i < cfg.threads; i++) {
+        rc = listen_socket(cfg.port, shared);
+        if (rc < 0)
+            goto err;
+        cfg.loops[i].lfd = rc;
+        if (cfg.port == 0) {
+            struct sockaddr_in a;
+            socklen_t len = sizeof a;
+            getsockname(rc, (struct sockaddr *)&a, &len);
+            cfg.port = ntohs(a.sin_port);
+        }
+    }
+    if (shared && (rc = port_ours(cfg.port)) < 0) {
+        listen_error(cfg.port, rc, " (another program listens there too, with SO_REUSEPORT)");
+        goto err;
+    }
+    return 0;
+err:
+    for (unsigned i = 0; i < cfg.threads; i++)
+        if (cfg.loops[i].lfd >= 0) {
+            close(cfg.loops[i].lfd);
+            cfg.loops[i].lfd = -1;
+        }
+    return rc;
 }
 
 /* Creates the loop, its pool and its accept; on the loop's own thread. */
@@ -412,10 +646,24 @@ static int loop_setup(struct loopctx *lc)
     rc = -ENOMEM;
     if (!lc->bnext || !lc->blen)
         goto err;
+    /* A quarter of the timeout, at most 250 ms: a connection is closed
+     * between the timeout and a quarter (or 250 ms) later. */
+    if (cfg.send_timeout_ms) {
+        unsigned tick = cfg.send_timeout_ms / 4;
+        tick = tick < 1 ? 1 : tick > 250 ? 250 : tick;
+        rc = eddy_timer_repeat(lc->loop, &lc->sweep_op, tick, on_sweep);
+        if (rc < 0)
+            goto err;
+    }
     rc = eddy_accept(lc->loop, &lc->accept_op, lc->lfd, NULL, NULL, SOCK_CLOEXEC,
                      on_accept);
-    if (rc < 0)
+    if (rc < 0) {
+        /* Let the timer end, so that the loop can be destroyed. */
+        if (eddy_cancel(lc->loop, &lc->sweep_op) == 0)
+            while (eddy_loop_run(lc->loop, EDDY_RUN_ONCE) > 0)
+                ;
         goto err;
+    }
     return 0;
 err:
     fprintf(stderr, "eddy-echo: loop %d set-up: %s\n", lc->index, eddy_strerror(rc));
@@ -431,10 +679,11 @@ static void loop_teardown(struct loopctx *lc)
         struct eddy_loop_stats st;
         eddy_loop_stats(loop, &st);
         fprintf(stderr,
-                "eddy-echo: loop %d: %llu connections, %llu pauses, %llu sqes, "
-                "%llu completions, %llu submit calls, %llu iterations, %llu enobufs\n",
-                lc->index, (unsigned long long)lc->accepted,
-                (unsigned long long)lc->pauses, (unsigned long long)st.sqes,
+                "eddy-echo: loop %d: %llu connections, %llu pauses, %llu send timeouts, "
+                "%llu sqes, %llu completions, %llu submit calls, %llu iterations, "
+                "%llu enobufs\n",
+                lc->index, (unsigned long long)lc->accepted, (unsigned long long)lc->pauses,
+                (unsigned long long)lc->send_timeouts, (unsigned long long)st.sqes,
                 (unsigned long long)st.completions, (unsigned long long)st.submit_calls,
                 (unsigned long long)st.iterations, (unsigned long long)st.enobufs);
     }
@@ -496,15 +745,35 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: eddy-echo --port P [--threads N] [--bind ADDR] [--bufs N]\n"
-            "                 [--buf-size BYTES] [--verbose]\n"
+            "                 [--buf-size BYTES] [--send-timeout S] [--verbose]\n"
             "A TCP echo server on the eddy io_uring runtime.\n"
-            "  --port P        port to listen on; 0 picks a free one\n"
-            "  --threads N     loops (one per thread, SO_REUSEPORT); default 1\n"
-            "  --bind ADDR     IPv4 address; default 0.0.0.0\n"
-            "  --bufs N        receive buffers per loop (power of 2); default 1024\n"
-            "  --buf-size B    bytes per receive buffer; default 4096\n"
-            "  --verbose       report errors and shutdown on stderr\n"
+            "  --port P          port to listen on; 0 picks a free one.  A port another\n"
+            "                    program listens on is refused (EADDRINUSE, exit 1)\n"
+            "  --threads N       loops (one per thread, SO_REUSEPORT); default 1\n"
+            "  --bind ADDR       IPv4 address; default 0.0.0.0\n"
+            "  --bufs N          receive buffers per loop (power of 2); default 1024.\n"
+            "                    A connection stops receiving when it holds N/16 of them\n"
+            "                    (at least 2), or 1 while fewer than N/4 are free, until\n"
+            "                    its echo is sent\n"
+            "  --buf-size B      bytes per receive buffer; default 4096\n"
+            "  --send-timeout S  close a connection whose echo cannot be sent within S\n"
+            "                    seconds (decimals allowed; 0 = never); default 10\n"
+            "  --verbose         report errors and shutdown on stderr\n"
             "Prints \"listening on PORT\" once ready.  SIGINT/SIGTERM: graceful exit 0.\n");
+}
+
+/* Seconds (decimals allowed) to ms, at most a day; 0 stays 0. */
+static bool parse_seconds(const char *s, unsigned *ms)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (errno || end == s || *end || !(d >= 0) || d > 86400)
+        return false;
+    *ms = (unsigned)(d * 1000 + 0.5);
+    if (*ms == 0 && d > 0)
+        *ms = 1;
+    return true;
 }
 
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -526,6 +795,7 @@ int main(int argc, char **argv)
         {"bind", required_argument, NULL, 'b'},
         {"bufs", required_argument, NULL, 'n'},
         {"buf-size", required_argument, NULL, 's'},
+        {"send-timeout", required_argument, NULL, 'T'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -533,7 +803,7 @@ int main(int argc, char **argv)
     bool have_port = false;
     int ch;
     unsigned long v;
-    while ((ch = getopt_long(argc, argv, "p:t:b:n:s:vh", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "p:t:b:n:s:T:vh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p':
             if (!parse_uint(optarg, 65535, &v))
@@ -559,6 +829,10 @@ int main(int argc, char **argv)
                 goto bad;
             cfg.bufsize = (unsigned)v;
             break;
+        case 'T':
+            if (!parse_seconds(optarg, &cfg.send_timeout_ms))
+                goto bad;
+            break;
         case 'v':
             cfg.verbose = true;
             break;
@@ -572,21 +846,21 @@ int main(int argc, char **argv)
     if (optind != argc || !have_port)
         goto bad;
 
+    cfg.conn_max = cfg.bufs / 16 > 2 ? cfg.bufs / 16 : 2;
+    cfg.conn_resume = cfg.conn_max / 4;
+    cfg.pool_low = cfg.bufs / 4;
+
     cfg.loops = calloc(cfg.threads, sizeof *cfg.loops);
     if (!cfg.loops)
         return 1;
-    /* All listeners first, so --port 0 can share the kernel's pick. */
     for (unsigned i = 0; i < cfg.threads; i++) {
         cfg.loops[i].index = (int)i;
-        cfg.loops[i].lfd = listen_socket(cfg.port);
-        if (cfg.loops[i].lfd < 0)
-            return 1;
-        if (cfg.port == 0) {
-            struct sockaddr_in a;
-            socklen_t len = sizeof a;
-            getsockname(cfg.loops[i].lfd, (struct sockaddr *)&a, &len);
-            cfg.port = ntohs(a.sin_port);
-        }
+        cfg.loops[i].lfd = -1;
+    }
+    /* All listeners first, so --port 0 can share the kernel's pick. */
+    if (listen_all() < 0) {
+        free(cfg.loops);
+        return 1;
     }
 
     /* The signals are read by loop 0; every other thread must block them,

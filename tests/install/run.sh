@@ -32,6 +32,14 @@ cfg=$(find "$prefix" -name eddyConfig.cmake -print -quit)
 test -n "$cfg" || fail "eddyConfig.cmake not installed"
 echo "installed: ${lib#"$prefix"/} ${pc#"$prefix"/} ${cfg#"$prefix"/}"
 
+# The applications: installed, and they run.
+for app in eddy-echo eddy-demo eddy-load; do
+    bin=$(find "$prefix" -name "$app" -type f -perm -u+x -print -quit)
+    test -n "$bin" || fail "$app not installed"
+    "$bin" --help >/dev/null || fail "$bin --help exited with $?"
+    echo "installed: ${bin#"$prefix"/}"
+done
+
 # A binary linked against libeddy.a has the runtime's code inside it and no
 # libeddy among its dynamic dependencies.
 check_static() {
@@ -69,6 +77,11 @@ cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 || {
 check_static "$tmp/cmake-build/consumer"
 run_ok "$tmp/cmake-build/consumer"
 check_static "$tmp/cmake-build/consumer_http"
+# How llhttp was built (LLHTTP_STRICT_MODE) is the library's own business:
+# nothing installed may hand it to a consumer's compile line.
+if strict=$(grep -rIl LLHTTP_STRICT_MODE "$prefix"); then
+    fail "installed files pass LLHTTP_STRICT_MODE on to consumers: $strict"
+fi
 run_ok "$tmp/cmake-build/consumer_http"
 
 step "pkg-config --cflags --static --libs eddy"
