@@ -400,7 +400,7 @@ void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned m
 /* Kinds that refuse a deadline: multishot, and timers (a deadline itself). */
 static bool deadline_refused(int kind)
 {
-    return kind == K_ACCEPT || kind == K_RECV_MULTI || kind == K_TIMER;
+    return kind == K_ACCEPT || kind == K_RECV_MULTI || kind == K_TIMER || kind == K_SIGNAL;
 }
 
 /*

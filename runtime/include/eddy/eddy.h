@@ -199,7 +199,7 @@ struct eddy_op {
         struct { int fd; unsigned events; } poll;
         struct { int64_t interval_ns; int64_t next_ns; } timer;
         struct { eddy_work_fn fn; int res; } work;
-        struct { int signo; } sig;
+        struct { int signo; int due; } sig;
     } u;
 };
 
