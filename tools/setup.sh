@@ -3,6 +3,8 @@
 # is already there.  Safe to run again and again.
 #   tools/setup.sh           build + test dependencies
 #   tools/setup.sh --bench   also wrk and nginx-light (benchmarks only)
+#   tools/setup.sh --vm      also qemu-system-x86 and busybox-static (the kernel tests)
+#   tools/setup.sh --browser also chromium, chromium-driver, python3-selenium (the demo page's test)
 set -euo pipefail
 
 packages=(build-essential gcc clang cmake pkg-config liburing-dev libcmocka-dev
@@ -10,7 +12,9 @@ packages=(build-essential gcc clang cmake pkg-config liburing-dev libcmocka-dev
 for arg in "$@"; do
     case $arg in
     --bench) packages+=(wrk nginx-light) ;;
-    -h | --help) sed -n '2,5s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --vm) packages+=(qemu-system-x86 busybox-static) ;;
+    --browser) packages+=(chromium chromium-driver python3-selenium) ;;
+    -h | --help) sed -n '2,7s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done

@@ -5,6 +5,9 @@
 # 5.10 kernel (the *_compat twins, EDDY_COMPAT=5.10).  Exits non-zero on any
 # failure.  Then the HTTP fuzzer for EDDY_FUZZ_SECS (default 60) seconds.
 # Optional arguments: the presets to run instead of both (and no fuzzing).
+# Preset "default" also runs the suite under Debian's own 5.10 and 6.1
+# kernels in QEMU (tests kernel_5.10, kernel_6.1; tests/kernel.cmake):
+# EDDY_KERNEL_TESTS=0 leaves them out.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,7 +16,11 @@ presets=("$@")
 [ ${#presets[@]} -gt 0 ] || presets=(default asan)
 jobs=${EDDY_JOBS:-2}
 
-tools/setup.sh || { echo "test-all: tools/setup.sh failed" >&2; exit 1; }
+kernels=${EDDY_KERNEL_TESTS:-1}
+[ "$kernels" = 0 ] && kernels=OFF || kernels=ON
+setup_opts=(--browser) # the demo page's browser test (label browser)
+[ "$kernels" = ON ] && setup_opts+=(--vm)
+tools/setup.sh "${setup_opts[@]}" || { echo "test-all: tools/setup.sh failed" >&2; exit 1; }
 
 summary=()
 failed=0
@@ -22,7 +29,9 @@ for p in "${presets[@]}"; do
     start=$SECONDS
     log=build/$p/test-all.log
     echo "=== preset $p: configure"
-    if ! cmake --preset "$p"; then
+    opts=()
+    [ "$p" = default ] && opts+=(-DEDDY_KERNEL_TESTS=$kernels)
+    if ! cmake --preset "$p" "${opts[@]}"; then
         summary+=("$p: CONFIGURE FAILED"); failed=1; continue
     fi
     echo "=== preset $p: build"

@@ -10,6 +10,15 @@
  *   GET /api/offload      the blocking fetch on the worker pool instead.
  *   GET /plaintext        "Hello, World!" (benchmarks).
  *   GET /stats            JSON counters of the loop that answers.
+ *   GET /                 the home page: the lesson, each route's code next
+ *                         to its timeline, live /stats and stall reports
+ *                         (web/index.html, compiled in; --web-dir reads it
+ *                         from disk).
+ *   GET /api/race         runs N concurrent requests of one of the routes
+ *                         above from the racer's own loop thread and
+ *                         answers their timings (JSON), for the page.
+ *   GET /api/routes       JSON: the routes a race may use, and the settings.
+ *   GET /api/stalls       JSON: the stall watchdog's last reports.
  *
  * The time service runs on its own loop thread and port, so /api/block
  * shows serialization rather than a deadlock; --upstream self points the
@@ -48,9 +57,13 @@
 
 /* ---- routes and their statistics ------------------------------------- */
 
-enum route { R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD, R_PLAINTEXT, R_STATS, R_COUNT };
+enum route {
+    R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD, R_PLAINTEXT, R_STATS, R_PAGE, R_RACE, R_ROUTES,
+    R_STALLS, R_COUNT
+};
 static const char *const route_path[R_COUNT] = {
     "/api/time", "/api/noblock", "/api/block", "/api/offload", "/plaintext", "/stats",
+    "/",         "/api/race",    "/api/routes", "/api/stalls",
 };
 
 /*
@@ -171,6 +184,9 @@ static struct {
     unsigned header_timeout_ms, body_timeout_ms, idle_timeout_ms, send_timeout_ms, max_conns;
     int eof_finish; /* --half-close: 1 finish, 0 abort */
     unsigned defer_accept_s;
+    const char *web_dir;      /* NULL: the page compiled in */
+    unsigned race_timeout_ms; /* one raced request, at most */
+    char race_base[320];      /* "http://host:port" of the main loops, for the racer */
     struct loopctx *loops;
     struct loopctx *time_lc;
     atomic_uint main_left;
@@ -192,6 +208,7 @@ static struct {
     .idle_timeout_ms = 60000,
     .send_timeout_ms = 30000,
     .max_conns = 10000,
+    .race_timeout_ms = 60000,
 };
 
 /* ---- per-loop state --------------------------------------------------- */
@@ -450,7 +467,7 @@ static void upstream_host(char *out, size_t n)
  * -ENOENT, whose own text ("No such file or directory") would mislead, and
  * a temporary resolver failure (EAI_AGAIN, EAI_FAIL) as -EHOSTUNREACH,
  * like a missing route.  They do not pass getaddrinfo's own code on, so
- * its reason for -ENOENT is EAI_NONAME's, by far the usual one.
+ * the words say what the error means without quoting a reason of its.
  */
 static void upstream_reason(int err, char *out, size_t n)
 {
@@ -459,11 +476,9 @@ static void upstream_reason(int err, char *out, size_t n)
     struct in_addr a4;
     bool name = host[0] != '[' && inet_pton(AF_INET, host, &a4) != 1;
     if (err == -ENOENT && name)
-        snprintf(out, n, "the host name %s did not resolve (getaddrinfo: %s)", host,
-                 gai_strerror(EAI_NONAME));
+        snprintf(out, n, "the host name %s did not resolve", host);
     else if (err == -EHOSTUNREACH && name)
-        snprintf(out, n, "no route to the host, or %s could not be resolved for now (%s)",
-                 host, gai_strerror(EAI_AGAIN));
+        snprintf(out, n, "%s could not be resolved now, or there is no route to it", host);
     else if (err == -EAGAIN && name)
         snprintf(out, n, "the client could not start a thread to resolve %s", host);
     else
@@ -492,15 +507,17 @@ static void answer_upstream(struct job *j, int err, const struct eddy_http_respo
     }
 }
 
-static void noblock_fetched(struct eddy_http_fetch *f, int err)
-{
-    struct job *j = f->data;
-    answer_upstream(j, err, &f->resp);
-    eddy_http_fetch_release(f);
-}
+/*
+ * The "excerpt" comments mark the code the home page shows next to each
+ * route's timeline (embed.cmake cuts it out at build time; "..." marks a
+ * part left out).
+ */
+static void noblock_fetched(struct eddy_http_fetch *f, int err);
 
+/* excerpt: noblock */
 static void h_noblock(struct eddy_http_req *req, void *ud)
 {
+    /* excerpt end */
     struct loopctx *lc = ud;
     route_begin(lc, R_NOBLOCK);
     struct job *j = job_get(lc, req, J_NOBLOCK);
@@ -511,6 +528,7 @@ static void h_noblock(struct eddy_http_req *req, void *ud)
     unix_now(j->now, sizeof j->now);
     j->arg.name = "time";
     j->arg.value = j->now;
+    /* excerpt: noblock ... */
     j->fetch.url = cfg.upstream;
     j->fetch.args = &j->arg;
     j->fetch.nargs = 1;
@@ -522,20 +540,33 @@ static void h_noblock(struct eddy_http_req *req, void *ud)
     }
     eddy_http_on_abort(req, job_abort, j);
 }
+/* excerpt end */
+
+/* excerpt: noblock */
+static void noblock_fetched(struct eddy_http_fetch *f, int err)
+{
+    struct job *j = f->data;
+    answer_upstream(j, err, &f->resp);
+    eddy_http_fetch_release(f);
+}
+/* excerpt end */
 
 /*
  * The blocking call, deliberately on the loop thread.  It runs as its own
  * posted callback, labelled, so the stall watchdog names this handler
  * rather than the server's receive callback that called h_block().
  */
+/* excerpt: block */
 static void api_block_fetch(struct eddy_op *op, int res)
 {
     (void)res;
     struct job *j = eddy_container_of(op, struct job, op);
+    /* excerpt end */
     if (eddy_http_aborted(j->req)) {
         job_fail(j, 503, "cancelled: the client went away\n");
         return;
     }
+    /* excerpt: block ... */
     unix_now(j->now, sizeof j->now);
     struct eddy_http_pair a = {"time", j->now};
     struct eddy_http_response r;
@@ -544,6 +575,7 @@ static void api_block_fetch(struct eddy_op *op, int res)
     answer_upstream(j, err, &r);
     eddy_http_response_free(&r);
 }
+/* excerpt end */
 
 static void h_block(struct eddy_http_req *req, void *ud)
 {
@@ -563,6 +595,7 @@ static void h_block(struct eddy_http_req *req, void *ud)
     eddy_http_on_abort(req, job_abort, j);
 }
 
+/* excerpt: offload */
 /* On a pool thread: only the job's own fields, nothing of the loop. */
 static int offload_work(struct eddy_op *op)
 {
@@ -571,6 +604,7 @@ static int offload_work(struct eddy_op *op)
     unix_now(j->now, sizeof j->now);
     return eddy_http_blocking_fetch(cfg.upstream, "GET", &a, 1, cfg.timeout_ms, &j->resp);
 }
+/* excerpt end */
 
 static void offload_done(struct eddy_op *op, int res)
 {
@@ -583,8 +617,10 @@ static void offload_done(struct eddy_op *op, int res)
     eddy_http_response_free(&j->resp);
 }
 
+/* excerpt: offload */
 static void h_offload(struct eddy_http_req *req, void *ud)
 {
+    /* excerpt end */
     struct loopctx *lc = ud;
     route_begin(lc, R_OFFLOAD);
     struct job *j = job_get(lc, req, J_OFFLOAD);
@@ -592,6 +628,7 @@ static void h_offload(struct eddy_http_req *req, void *ud)
         answer_no_job(lc, R_OFFLOAD, req, mono_ns());
         return;
     }
+    /* excerpt: offload ... */
     int rc = eddy_work(lc->loop, &j->op, offload_work, offload_done);
     if (rc < 0) {
         job_fail(j, 500, "worker pool: %s\n", eddy_strerror(rc));
@@ -600,6 +637,7 @@ static void h_offload(struct eddy_http_req *req, void *ud)
     lc->offloads++;
     eddy_http_on_abort(req, job_abort, j);
 }
+/* excerpt end */
 
 /* ---- /plaintext and /stats --------------------------------------------- */
 
@@ -689,6 +727,745 @@ static void h_stats(struct eddy_http_req *req, void *ud)
     route_end(lc, R_STATS, OUT_ANSWERED, t0);
 }
 
+/* ---- a growable buffer, for the page and the race's JSON --------------- */
+
+/* Not on a hot path: the page, a race's answer.  On allocation failure the
+ * buffer stops growing and says so (oom); the answer is then a 503. */
+struct dbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void db_put(struct dbuf *b, const void *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void db_puts(struct dbuf *b, const char *s)
+{
+    db_put(b, s, strlen(s));
+}
+
+static void db_printf(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void db_printf(struct dbuf *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof small) {
+        db_put(b, small, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    db_put(b, big, (size_t)n);
+    free(big);
+}
+
+/* s as a JSON string, quoted.  "<" is escaped too, so the JSON may sit
+ * inside a <script> element of the page. */
+static void db_json(struct dbuf *b, const char *s)
+{
+    db_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            db_printf(b, "\\%c", c);
+        else if (c < 0x20 || c == '<')
+            db_printf(b, "\\u%04x", c);
+        else
+            db_put(b, s, 1);
+    }
+    db_put(b, "\"", 1);
+}
+
+/* n bytes of text, HTML-escaped. */
+static void db_html(struct dbuf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (s[i]) {
+        case '&': db_puts(b, "&amp;"); break;
+        case '<': db_puts(b, "&lt;"); break;
+        case '>': db_puts(b, "&gt;"); break;
+        case '"': db_puts(b, "&quot;"); break;
+        default: db_put(b, s + i, 1);
+        }
+    }
+}
+
+/* ---- stall reports, kept for the page ----------------------------------- */
+
+/*
+ * Every loop logs through demo_log(): each line goes to stderr as the
+ * runtime's own hook prints it, and a stall report is also kept in a small
+ * ring that GET /api/stalls shows.  The watchdog's thread writes the "still
+ * running" reports and the loop's thread the "it has returned" ones, so the
+ * ring is under a mutex.
+ */
+#define STALL_KEEP 16
+
+struct stall_report {
+    uint64_t seq;  /* 1, 2, ... over the process */
+    int64_t unix_ms;
+    int loop;      /* the loop's index; -1: the time service; -2: the racer */
+    long ms;       /* how long it had held the loop when reported */
+    bool running;  /* reported while it was still running */
+    char culprit[256];
+};
+
+static struct {
+    pthread_mutex_t mu;
+    uint64_t seq;
+    struct stall_report r[STALL_KEEP];
+} stalls = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* Keeps msg if it is a stall report ("loop stalled: callback NAME [has]
+ * blocked the loop for N ms ..." from runtime/src/watchdog.c). */
+static void stall_keep(int loop, const char *msg)
+{
+    static const char pre[] = "loop stalled: callback ", mid[] = " blocked the loop for ";
+    if (strncmp(msg, pre, sizeof pre - 1) != 0)
+        return;
+    const char *name = msg + sizeof pre - 1, *mark = NULL;
+    for (const char *p = name; (p = strstr(p, mid)) != NULL; p++)
+        mark = p; /* the last one: a label may say anything */
+    if (!mark)
+        return;
+    const char *end = mark;
+    if (end - name >= 4 && !strncmp(end - 4, " has", 4))
+        end -= 4;
+    struct stall_report s;
+    memset(&s, 0, sizeof s);
+    s.loop = loop;
+    s.ms = strtol(mark + sizeof mid - 1, NULL, 10);
+    s.running = strstr(mark, "still running") != NULL;
+    snprintf(s.culprit, sizeof s.culprit, "%.*s", (int)(end - name), name);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    s.unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    pthread_mutex_lock(&stalls.mu);
+    s.seq = ++stalls.seq;
+    stalls.r[(s.seq - 1) % STALL_KEEP] = s;
+    pthread_mutex_unlock(&stalls.mu);
+}
+
+/* The loops' log hook (ud: the loopctx, NULL for the racer). */
+static void demo_log(void *ud, int level, const char *msg)
+{
+    const struct loopctx *lc = ud;
+    static const char *const names[] = {"error", "warning", "info"};
+    fprintf(stderr, "eddy: %s: %s\n", names[level < 0 || level > 2 ? 2 : level], msg);
+    stall_keep(lc ? lc->index : -2, msg);
+}
+
+/* GET /api/stalls[?since=SEQ]: the kept reports after SEQ, oldest first. */
+static void h_stalls(struct eddy_http_req *req, void *ud)
+{
+    struct loopctx *lc = ud;
+    int64_t t0 = mono_ns();
+    route_begin(lc, R_STALLS);
+    uint64_t since = strtoull(eddy_http_arg(req, "since", "0"), NULL, 10);
+    struct stall_report r[STALL_KEEP];
+    unsigned n = 0;
+    pthread_mutex_lock(&stalls.mu);
+    uint64_t last = stalls.seq;
+    for (uint64_t q = last > STALL_KEEP ? last - STALL_KEEP + 1 : 1; q <= last; q++)
+        if (q > since)
+            r[n++] = stalls.r[(q - 1) % STALL_KEEP];
+    pthread_mutex_unlock(&stalls.mu);
+    struct dbuf b = {0};
+    db_printf(&b, "{\"total\":%llu,\"threshold_ms\":%u,\"stalls\":[", U(last), cfg.stall_ms);
+    for (unsigned i = 0; i < n; i++) {
+        db_printf(&b, "%s{\"seq\":%llu,\"unix_ms\":%lld,\"loop\":%d,\"ms\":%ld,\"running\":%s,"
+                  "\"culprit\":",
+                  i ? "," : "", U(r[i].seq), (long long)r[i].unix_ms, r[i].loop, r[i].ms,
+                  r[i].running ? "true" : "false");
+        db_json(&b, r[i].culprit);
+        db_puts(&b, "}");
+    }
+    db_puts(&b, "]}\n");
+    int st = b.oom ? 503 : 200;
+    eddy_http_respond(req, st, "application/json", b.oom ? NULL : b.p, b.oom ? 0 : b.len);
+    free(b.p);
+    route_end(lc, R_STALLS, st == 200 ? OUT_ANSWERED : OUT_FAILED, t0);
+}
+
+/* ---- the routes a race may use ------------------------------------------ */
+
+/*
+ * The page and the race API know the routes from this table only: one row
+ * per route (a new route is one more row, and its code excerpt is marked in
+ * this file like the others).  how is HTML.
+ */
+struct race_route {
+    const char *name;  /* in the page's deep link: #race=block,noblock&n=10 */
+    const char *path;
+    const char *key;   /* the call that makes the difference: marked in the code */
+    const char *how;   /* how it waits */
+    const char *shape; /* what its timeline looks like */
+};
+
+static const struct race_route race_routes[] = {
+    {"block", "/api/block", "eddy_http_blocking_fetch",
+     "calls the <em>blocking</em> HTTP client on the loop thread. Until the time service "
+     "answers, the loop runs nothing else: not the other requests, not even this page's "
+     "own <code>/stats</code>. The stall watchdog names the culprit.",
+     "a staircase: each request waits for all the ones before it, so n requests take n "
+     "delays."},
+    {"noblock", "/api/noblock", "eddy_http_fetch_start",
+     "starts an <em>asynchronous</em> fetch with eddy's client and returns to the loop at "
+     "once; the answer comes back later as a completion, and the callback finishes the "
+     "request.",
+     "a column of parallel bars: every wait overlaps, so n requests take about one delay."},
+    {"offload", "/api/offload", "eddy_work",
+     "runs the same blocking call on a <em>worker-pool</em> thread (<code>eddy_work</code>); "
+     "the loop stays free, but only as many calls run at once as the pool has threads.",
+     "waves as wide as the pool (<code>--pool</code>): n requests take about n / pool "
+     "delays."},
+};
+#define RACE_ROUTES (sizeof race_routes / sizeof race_routes[0])
+#define RACE_MAX_N 200
+
+/* The handlers' code, cut from this file at build time (embed.cmake). */
+struct demo_excerpt {
+    const char *name;
+    const unsigned char *text;
+    size_t len;
+};
+#include "demo_web.h"
+
+static const struct race_route *race_route_find(const char *path)
+{
+    for (size_t i = 0; i < RACE_ROUTES; i++)
+        if (!strcmp(race_routes[i].path, path))
+            return &race_routes[i];
+    return NULL;
+}
+
+/* "/api/block, /api/noblock, ..." */
+static void race_route_list(char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < RACE_ROUTES && len < n; i++) {
+        int w = snprintf(out + len, n - len, "%s%s", i ? ", " : "", race_routes[i].path);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+}
+
+/* The table and the settings a reader of the timelines needs. */
+static void routes_json(struct dbuf *b)
+{
+    db_puts(b, "{\"routes\":[");
+    for (size_t i = 0; i < RACE_ROUTES; i++) {
+        db_puts(b, i ? ",{\"name\":" : "{\"name\":");
+        db_json(b, race_routes[i].name);
+        db_puts(b, ",\"path\":");
+        db_json(b, race_routes[i].path);
+        db_puts(b, "}");
+    }
+    char delay[16] = "null";
+    if (cfg.delay_ms >= 0)
+        snprintf(delay, sizeof delay, "%d", cfg.delay_ms);
+    db_printf(b,
+              "],\"max_n\":%d,\"delay_ms\":%s,\"pool\":%u,\"stall_ms\":%u,\"threads\":%u,"
+              "\"timeout_ms\":%u,\"race_timeout_ms\":%u,\"upstream\":",
+              RACE_MAX_N, delay, cfg.pool, cfg.stall_ms, cfg.threads, cfg.timeout_ms,
+              cfg.race_timeout_ms);
+    db_json(b, cfg.upstream);
+    db_puts(b, "}");
+}
+
+static void h_routes(struct eddy_http_req *req, void *ud)
+{
+    struct loopctx *lc = ud;
+    int64_t t0 = mono_ns();
+    route_begin(lc, R_ROUTES);
+    struct dbuf b = {0};
+    routes_json(&b);
+    db_puts(&b, "\n");
+    int st = b.oom ? 503 : 200;
+    eddy_http_respond(req, st, "application/json", b.oom ? NULL : b.p, b.oom ? 0 : b.len);
+    free(b.p);
+    route_end(lc, R_ROUTES, st == 200 ? OUT_ANSWERED : OUT_FAILED, t0);
+}
+
+/* ---- the home page ------------------------------------------------------ */
+
+/* The excerpt, HTML-escaped, with each occurrence of key in <mark>. */
+static void excerpt_html(struct dbuf *b, const char *s, size_t n, const char *key)
+{
+    size_t kl = key ? strlen(key) : 0;
+    while (n) {
+        const char *k = kl ? memmem(s, n, key, kl) : NULL;
+        size_t before = k ? (size_t)(k - s) : n;
+        db_html(b, s, before);
+        if (!k)
+            break;
+        db_puts(b, "<mark>");
+        db_html(b, k, kl);
+        db_puts(b, "</mark>");
+        s = k + kl;
+        n -= before + kl;
+    }
+}
+
+/* One <section> per race route: what it does, its code, its timeline. */
+static void page_routes(struct dbuf *b)
+{
+    for (size_t i = 0; i < RACE_ROUTES; i++) {
+        const struct race_route *r = &race_routes[i];
+        db_printf(b,
+                  "<section class=\"route r%zu\" id=\"route-%s\" data-route=\"%s\">\n"
+                  "<h3><span class=\"key\" aria-hidden=\"true\"></span>%s "
+                  "<code>GET %s</code></h3>\n"
+                  "<p>%s</p>\n<p class=\"shape\"><b>Expect</b> %s</p>\n"
+                  "<div class=\"pair\">\n<pre class=\"code\"><code>",
+                  i, r->name, r->name, r->name, r->path, r->how, r->shape);
+        const struct demo_excerpt *e = demo_excerpts;
+        while (e->name && strcmp(e->name, r->name))
+            e++;
+        if (e->name)
+            excerpt_html(b, (const char *)e->text, e->len, r->key);
+        else
+            db_puts(b, "/* no excerpt of this route is marked in apps/demo/demo.c */");
+        db_printf(b,
+                  "</code></pre>\n<figure class=\"timeline\" data-route=\"%s\">"
+                  "<figcaption>Not raced yet.</figcaption></figure>\n</div>\n</section>\n",
+                  r->name);
+    }
+}
+
+/*
+ * The page is web/index.html with two slots filled in: <!--eddy:routes-->
+ * (the sections above) and <!--eddy:data--> (the route table and settings
+ * as JSON, for the script).  Anything else is copied as it is.
+ */
+static void page_render(const char *tpl, size_t len, struct dbuf *b)
+{
+    static const char slot[] = "<!--eddy:";
+    const char *p = tpl, *end = tpl + len;
+    while (p < end) {
+        const char *s = memmem(p, (size_t)(end - p), slot, sizeof slot - 1);
+        if (!s) {
+            db_put(b, p, (size_t)(end - p));
+            break;
+        }
+        db_put(b, p, (size_t)(s - p));
+        const char *rest = s + sizeof slot - 1;
+        size_t left = (size_t)(end - rest);
+        if (left >= 9 && !memcmp(rest, "routes-->", 9)) {
+            page_routes(b);
+            p = rest + 9;
+        } else if (left >= 7 && !memcmp(rest, "data-->", 7)) {
+            db_puts(b, "<script type=\"application/json\" id=\"eddy-data\">");
+            routes_json(b);
+            db_puts(b, "</script>");
+            p = rest + 7;
+        } else {
+            db_put(b, s, sizeof slot - 1);
+            p = rest;
+        }
+    }
+}
+
+/* Reads a whole (small) file: 0 and *out (malloc'd, NUL-terminated), or
+ * -errno (-EFBIG past 4 MiB). */
+static int read_small_file(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    size_t cap = 65536, n = 0;
+    char *p = malloc(cap);
+    int rc = 0;
+    while (p) {
+        n += fread(p + n, 1, cap - n - 1, f);
+        if (ferror(f)) {
+            rc = -EIO;
+            break;
+        }
+        if (feof(f))
+            break;
+        if (cap >= 4u << 20) {
+            rc = -EFBIG;
+            break;
+        }
+        char *q = realloc(p, cap * 2);
+        if (!q) {
+            free(p);
+            p = NULL;
+            break;
+        }
+        p = q;
+        cap *= 2;
+    }
+    fclose(f);
+    if (!p)
+        return -ENOMEM;
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    p[n] = 0;
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+/* The page allows itself no other origin: no external URL can load. */
+#define PAGE_CSP "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; " \
+                 "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'self'"
+
+static void h_page(struct eddy_http_req *req, void *ud)
+{
+    struct loopctx *lc = ud;
+    int64_t t0 = mono_ns();
+    route_begin(lc, R_PAGE);
+    const char *tpl = (const char *)demo_index_html;
+    size_t tlen = sizeof demo_index_html - 1;
+    char *file = NULL;
+    if (cfg.web_dir) {
+        /* From disk on every request, so the page can be edited without a
+         * rebuild: a small blocking read on the loop, for the page's author. */
+        char path[4200];
+        snprintf(path, sizeof path, "%s/index.html", cfg.web_dir);
+        int rc = read_small_file(path, &file, &tlen);
+        if (rc < 0) {
+            char msg[4400];
+            int n = snprintf(msg, sizeof msg, "--web-dir: cannot read %s: %s\n", path,
+                             eddy_strerror(rc));
+            eddy_http_respond(req, 500, "text/plain; charset=UTF-8", msg,
+                              n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+            route_end(lc, R_PAGE, OUT_FAILED, t0);
+            return;
+        }
+        tpl = file;
+    }
+    struct dbuf b = {0};
+    page_render(tpl, tlen, &b);
+    free(file);
+    int st = 503;
+    if (!b.oom) {
+        eddy_http_set_header(req, "Cache-Control", "no-store");
+        eddy_http_set_header(req, "Content-Security-Policy", PAGE_CSP);
+        if (eddy_http_respond(req, 200, "text/html; charset=UTF-8", b.p, b.len) == 0)
+            st = 200;
+    }
+    if (st != 200)
+        eddy_http_respond(req, 503, NULL, NULL, 0);
+    free(b.p);
+    route_end(lc, R_PAGE, st == 200 ? OUT_ANSWERED : OUT_FAILED, t0);
+}
+
+/* ---- the race ------------------------------------------------------------ */
+
+/*
+ * GET /api/race?route=PATH&n=N runs N concurrent GET PATH against the demo
+ * itself and answers when every one has ended.  The requests are made by
+ * the racer: a loop on a thread of its own with eddy's async client, one
+ * connection per request (so nothing waits for a connection but the
+ * server), never by the loop under test (which /api/block holds) and never
+ * by the browser (six connections per host).  One race at a time, over the
+ * whole process: racer.busy is taken by the handler that starts it and
+ * given back once its answer is made.
+ *
+ * The race travels by posts: the handler fills the racer's fields and posts
+ * race_start() to the racer's loop; race_finish() writes the JSON and posts
+ * race_reply() back to the loop that took the request, which holds a
+ * reference on its loop meanwhile (so it outlives a shutdown).
+ */
+struct race_one {
+    struct eddy_http_fetch fetch;
+    int64_t start_ns, end_ns;
+    int status, err;
+};
+
+static struct {
+    pthread_t thread;
+    struct eddy_loop *loop;
+    struct eddy_http_client *cli;
+    struct eddy_op start_op, stop_op, reply_op;
+    atomic_bool busy;
+    bool active, stop_wanted; /* the racer's thread only */
+    int rc;
+    /* the race: set by h_race, then the racer's, then race_reply()'s */
+    const struct race_route *route;
+    unsigned n, left;
+    char url[400];
+    struct loopctx *origin;
+    struct eddy_http_req *req;
+    int64_t req_t0, t0_ns;
+    struct dbuf json;
+    struct race_one one[RACE_MAX_N];
+} racer;
+
+static int race_status(int err)
+{
+    return err == -ETIMEDOUT || err == -ETIME ? 504 : 502;
+}
+
+static void race_json(struct dbuf *b)
+{
+    int64_t last = racer.t0_ns;
+    for (unsigned i = 0; i < racer.n; i++)
+        if (racer.one[i].end_ns > last)
+            last = racer.one[i].end_ns;
+    db_puts(b, "{\"route\":");
+    db_json(b, racer.route->path);
+    db_printf(b, ",\"n\":%u,\"wall_ms\":%.3f,\"requests\":[", racer.n,
+              (double)(last - racer.t0_ns) / 1e6);
+    for (unsigned i = 0; i < racer.n; i++) {
+        const struct race_one *o = &racer.one[i];
+        db_printf(b, "%s{\"start_ms\":%.3f,\"end_ms\":%.3f,\"status\":%d", i ? "," : "",
+                  (double)(o->start_ns - racer.t0_ns) / 1e6,
+                  (double)(o->end_ns - racer.t0_ns) / 1e6, o->status);
+        if (o->err) {
+            char why[160];
+            if (o->status == 504)
+                snprintf(why, sizeof why, "no answer within %u ms (--race-timeout)",
+                         cfg.race_timeout_ms);
+            else
+                snprintf(why, sizeof why, "%s", eddy_strerror(o->err));
+            db_puts(b, ",\"error\":");
+            db_json(b, why);
+        }
+        db_puts(b, "}");
+    }
+    db_printf(b, "],\"name\":");
+    db_json(b, racer.route->name);
+    db_printf(b, ",\"race_timeout_ms\":%u}\n", cfg.race_timeout_ms);
+}
+
+/* On the loop that took the request. */
+static void race_reply(struct eddy_op *op, int res)
+{
+    (void)op;
+    (void)res;
+    struct loopctx *lc = racer.origin;
+    struct eddy_http_req *req = racer.req;
+    struct dbuf json = racer.json;
+    memset(&racer.json, 0, sizeof racer.json);
+    bool aborted = eddy_http_aborted(req);
+    int st = 503;
+    if (!json.oom && eddy_http_respond(req, 200, "application/json", json.p, json.len) == 0)
+        st = 200;
+    else
+        eddy_http_respond(req, 503, NULL, NULL, 0);
+    free(json.p);
+    route_end(lc, R_RACE, aborted ? OUT_ABORTED : st == 200 ? OUT_ANSWERED : OUT_FAILED,
+              racer.req_t0);
+    atomic_store(&racer.busy, false);
+    eddy_loop_unref(lc->loop); /* taken by h_race */
+}
+
+static void racer_closed(struct eddy_http_client *cli, void *ud)
+{
+    (void)cli;
+    (void)ud;
+    eddy_loop_unref(racer.loop); /* taken at set-up: now the racer's loop may end */
+}
+
+static void racer_close(void)
+{
+    if (eddy_http_client_close(racer.cli, racer_closed, NULL) < 0)
+        eddy_loop_unref(racer.loop);
+}
+
+/* On the racer's loop, when every request has ended. */
+static void race_finish(void)
+{
+    memset(&racer.json, 0, sizeof racer.json);
+    race_json(&racer.json);
+    racer.active = false;
+    eddy_post_threadsafe(racer.origin->loop, &racer.reply_op, race_reply);
+    if (racer.stop_wanted)
+        racer_close();
+}
+
+static void race_fetched(struct eddy_http_fetch *f, int err)
+{
+    struct race_one *o = f->data;
+    o->end_ns = mono_ns();
+    o->err = err;
+    o->status = err == 0 ? f->resp.status : race_status(err);
+    eddy_http_fetch_release(f);
+    if (--racer.left == 0)
+        race_finish();
+}
+
+/* On the racer's loop: every request at once. */
+static void race_start(struct eddy_op *op, int res)
+{
+    (void)op;
+    (void)res;
+    racer.active = true;
+    racer.left = racer.n;
+    racer.t0_ns = mono_ns();
+    for (unsigned i = 0; i < racer.n; i++) {
+        struct race_one *o = &racer.one[i];
+        memset(o, 0, sizeof *o);
+        o->fetch.url = racer.url;
+        o->fetch.data = o;
+        o->start_ns = mono_ns();
+        int rc = eddy_http_fetch_start(racer.cli, &o->fetch, race_fetched);
+        if (rc < 0) {
+            o->end_ns = o->start_ns;
+            o->err = rc;
+            o->status = race_status(rc);
+            racer.left--;
+        }
+    }
+    if (racer.left == 0)
+        race_finish();
+}
+
+static void racer_stop_post(struct eddy_op *op, int res)
+{
+    (void)op;
+    (void)res;
+    racer.stop_wanted = true;
+    if (!racer.active)
+        racer_close(); /* else race_finish() does */
+}
+
+/* A 4xx answer to /api/race, with its reason. */
+static void race_refuse(struct loopctx *lc, struct eddy_http_req *req, int status, int64_t t0,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void race_refuse(struct loopctx *lc, struct eddy_http_req *req, int status, int64_t t0,
+                        const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = (int)sizeof msg - 1;
+    eddy_http_respond(req, status, "text/plain; charset=UTF-8", msg, (size_t)n);
+    route_end(lc, R_RACE, OUT_FAILED, t0);
+}
+
+static void h_race(struct eddy_http_req *req, void *ud)
+{
+    struct loopctx *lc = ud;
+    int64_t t0 = mono_ns();
+    route_begin(lc, R_RACE);
+    char list[256];
+    race_route_list(list, sizeof list);
+    const char *path = eddy_http_arg(req, "route", NULL);
+    if (!path || !*path) {
+        race_refuse(lc, req, 400, t0, "want /api/race?route=PATH&n=N, PATH one of: %s\n", list);
+        return;
+    }
+    const struct race_route *r = race_route_find(path);
+    if (!r) {
+        race_refuse(lc, req, 400, t0,
+                    "route %.200s cannot be raced: a race runs one of the demo's own "
+                    "routes: %s\n",
+                    path, list);
+        return;
+    }
+    const char *ns = eddy_http_arg(req, "n", "10");
+    unsigned long n = 0;
+    const char *c = ns;
+    for (; *c >= '0' && *c <= '9' && n <= RACE_MAX_N; c++)
+        n = n * 10 + (unsigned long)(*c - '0');
+    if (c == ns || *c || n < 1 || n > RACE_MAX_N) {
+        race_refuse(lc, req, 400, t0, "n %.40s: want a whole number from 1 to %d\n", ns,
+                    RACE_MAX_N);
+        return;
+    }
+    if (atomic_exchange(&racer.busy, true)) {
+        race_refuse(lc, req, 409, t0,
+                    "a race is already running: one at a time, so that races do not distort "
+                    "each other; try again when it has ended\n");
+        return;
+    }
+    racer.route = r;
+    racer.n = (unsigned)n;
+    snprintf(racer.url, sizeof racer.url, "%s%s", cfg.race_base, r->path);
+    racer.origin = lc;
+    racer.req = req;
+    racer.req_t0 = t0;
+    eddy_loop_ref(lc->loop); /* until race_reply() */
+    eddy_post_threadsafe(racer.loop, &racer.start_op, race_start);
+}
+
+/* The racer's thread: its own loop and client, set up here (the loop's
+ * thread), then run until racer_closed(). */
+static int racer_setup(void)
+{
+    struct eddy_loop_options lo;
+    eddy_loop_options_init(&lo);
+    lo.log = demo_log;
+    lo.log_ud = NULL;
+    int rc = eddy_loop_init(&racer.loop, &lo);
+    if (rc < 0) {
+        fprintf(stderr, "eddy-demo: racer: %s\n", eddy_loop_init_explain(rc));
+        racer.loop = NULL;
+        return rc;
+    }
+    struct eddy_http_client_options co;
+    memset(&co, 0, sizeof co);
+    co.max_conns_per_origin = RACE_MAX_N; /* one connection per request */
+    co.request_timeout_ms = cfg.race_timeout_ms;
+    co.connect_timeout_ms = cfg.race_timeout_ms < 20000 ? cfg.race_timeout_ms : 20000;
+    co.keepalive_idle_ms = 5000;
+    rc = eddy_http_client_init(&racer.cli, racer.loop, &co);
+    if (rc < 0) {
+        fprintf(stderr, "eddy-demo: racer: client: %s\n", eddy_strerror(rc));
+        eddy_loop_destroy(racer.loop);
+        racer.loop = NULL;
+        return rc;
+    }
+    eddy_loop_ref(racer.loop);
+    return 0;
+}
+
+static void racer_teardown(void)
+{
+    if (racer.cli && eddy_http_client_destroy(racer.cli) < 0)
+        racer.rc = 1;
+    racer.cli = NULL;
+    if (eddy_loop_destroy(racer.loop) < 0) {
+        fprintf(stderr, "eddy-demo: the racer's loop is still busy at exit\n");
+        racer.rc = 1;
+    }
+    racer.loop = NULL;
+}
+
 /* ---- set-up and shutdown ---------------------------------------------- */
 
 /* The signal thread's posts reach a loop only while it is open: from the
@@ -720,9 +1497,17 @@ static void lc_finished(struct loopctx *lc)
         lc->abandoned = true;
         eddy_loop_stop(lc->loop);
     }
-    /* The time service goes last: requests still draining may need it. */
-    if (!lc->is_time && atomic_fetch_sub(&cfg.main_left, 1) == 1 && cfg.time_lc)
-        eddy_post_threadsafe(cfg.time_lc->loop, &cfg.time_lc->stop_op, on_stop_post);
+    /* The time service and the racer go last: requests still draining may
+     * need them. */
+    if (!lc->is_time && atomic_fetch_sub(&cfg.main_left, 1) == 1) {
+        /* As the signal thread does: a time loop whose run already
+         * returned (an error) is torn down, its loop gone. */
+        pthread_mutex_lock(&post_mu);
+        if (cfg.time_lc && cfg.time_lc->open)
+            eddy_post_threadsafe(cfg.time_lc->loop, &cfg.time_lc->stop_op, on_stop_post);
+        pthread_mutex_unlock(&post_mu);
+        eddy_post_threadsafe(racer.loop, &racer.stop_op, racer_stop_post);
+    }
 }
 
 static void cli_done(struct eddy_http_client *cli, void *ud)
@@ -769,6 +1554,8 @@ static int lc_setup(struct loopctx *lc)
     eddy_loop_options_init(&lo);
     lo.stall_ms = cfg.stall_ms;
     lo.pool_threads = cfg.pool;
+    lo.log = demo_log; /* stderr, and stall reports for /api/stalls */
+    lo.log_ud = lc;
     int rc = eddy_loop_init(&lc->loop, &lo);
     if (rc < 0) {
         fprintf(stderr, "eddy-demo: %s\n", eddy_loop_init_explain(rc));
@@ -804,6 +1591,14 @@ static int lc_setup(struct loopctx *lc)
         rc = eddy_http_route(lc->srv, "GET", "/plaintext", EDDY_HTTP_EXACT, h_plaintext, lc);
     if (rc == 0)
         rc = eddy_http_route(lc->srv, "GET", "/stats", EDDY_HTTP_EXACT, h_stats, lc);
+    if (rc == 0 && !lc->is_time)
+        rc = eddy_http_route(lc->srv, "GET", "/", EDDY_HTTP_EXACT, h_page, lc);
+    if (rc == 0 && !lc->is_time)
+        rc = eddy_http_route(lc->srv, "GET", "/api/race", EDDY_HTTP_EXACT, h_race, lc);
+    if (rc == 0 && !lc->is_time)
+        rc = eddy_http_route(lc->srv, "GET", "/api/routes", EDDY_HTTP_EXACT, h_routes, lc);
+    if (rc == 0 && !lc->is_time)
+        rc = eddy_http_route(lc->srv, "GET", "/api/stalls", EDDY_HTTP_EXACT, h_stalls, lc);
     if (rc < 0)
         goto err;
     if (!lc->is_time) {
@@ -883,6 +1678,27 @@ static void *thread_main(void *arg)
         return NULL; /* main exits the process */
     lc_run(lc);
     lc_teardown(lc);
+    return NULL;
+}
+
+static void *racer_main(void *arg)
+{
+    (void)arg;
+    int rc = racer_setup();
+    pthread_mutex_lock(&ready_mu);
+    ready_count++;
+    if (rc < 0)
+        ready_failed++;
+    pthread_cond_broadcast(&ready_cv);
+    pthread_mutex_unlock(&ready_mu);
+    if (rc < 0)
+        return NULL; /* main exits the process */
+    rc = eddy_loop_run(racer.loop, EDDY_RUN_DEFAULT);
+    if (rc < 0) {
+        fprintf(stderr, "eddy-demo: the racer's loop: %s\n", eddy_strerror(rc));
+        racer.rc = 1;
+    }
+    racer_teardown();
     return NULL;
 }
 
@@ -966,6 +1782,8 @@ static void *signal_main(void *arg)
 
 static void usage(FILE *f)
 {
+    char races[256];
+    race_route_list(races, sizeof races);
     fprintf(f,
         "usage: eddy-demo [options]\n"
         "The Tornado blocking/non-blocking demo on the eddy io_uring runtime.\n"
@@ -976,13 +1794,34 @@ static void usage(FILE *f)
         "  /api/block        the same with the blocking client on the loop thread (stalls it)\n"
         "  /api/offload      the blocking client on the worker pool\n"
         "  /plaintext        \"Hello, World!\"\n"
+        "  /                 the home page: the lesson, each route's code next to its\n"
+        "                    timeline, races, live /stats and stall reports (inline\n"
+        "                    HTML, CSS and JS; no external URL).  Deep link:\n"
+        "                    /#race=block,noblock&n=10 runs those races on load\n"
+        "  /api/race?route=PATH&n=N\n"
+        "                    a race: N concurrent GET PATH (N 1-%d, default 10) made\n"
+        "                    by the demo's async client from a thread of its own (not\n"
+        "                    the loop under test, not the browser), one connection\n"
+        "                    each; answers when all have ended, 200 JSON:\n"
+        "                    {\"route\":PATH,\"n\":N,\"wall_ms\":W,\"requests\":[{\"start_ms\":S,\n"
+        "                    \"end_ms\":E,\"status\":200}, ...],...} (ms from the race's\n"
+        "                    start; a request unanswered after --race-timeout has\n"
+        "                    status 504 and an \"error\").  PATH is one of:\n"
+        "                    %s.\n"
+        "                    400 (with the reason): another PATH, or N not in 1-%d;\n"
+        "                    409: a race is already running (one at a time)\n"
+        "  /api/routes       JSON: the routes a race may use, and the settings\n"
+        "  /api/stalls[?since=SEQ]\n"
+        "                    JSON: the stall watchdog's last %d reports (time, loop,\n"
+        "                    ms, culprit), also printed on stderr\n"
         "  /stats            JSON: loop counters, connections; per route its requests,\n"
         "                    each counted once as it ends: requests =\n"
         "                    answered + failed + aborted + in_flight (failed: an error\n"
-        "                    answer, 5xx; aborted: the client left before its answer),\n"
-        "                    and the latency of the answers (handler to answer): p50,\n"
-        "                    p90, p99 interpolated within a log-linear histogram bucket\n"
-        "                    (within 3 %%), max exact.  Of the loop that answers\n"
+        "                    answer, 4xx/5xx; aborted: the client left before its\n"
+        "                    answer), and the latency of the answers (handler to\n"
+        "                    answer): p50, p90, p99 interpolated within a log-linear\n"
+        "                    histogram bucket (within 3.2 %%), max exact.  Of the loop\n"
+        "                    that answers\n"
         "                    (\"scope\":\"loop\"; with --threads N each loop counts its own)\n"
         "Upstream errors answer 502, upstream timeouts 504, each with a one-line reason.\n"
         "\n"
@@ -1007,7 +1846,8 @@ static void usage(FILE *f)
         "  --delay-ms MS          /api/time waits exactly MS (0-600000) instead of a\n"
         "                         random 10-500 ms\n"
         "  --seed N               seed of the random delays (default: time and pid)\n"
-        "  --stall-ms MS          stall watchdog threshold, reported on stderr (default 100;\n"
+        "  --stall-ms MS          stall watchdog threshold, reported on stderr and in\n"
+        "                         /api/stalls (default 100;\n"
         "                         0 = off)\n"
         "  --pool N               worker threads per loop for /api/offload (default 4;\n"
         "                         1-1024)\n"
@@ -1030,6 +1870,11 @@ static void usage(FILE *f)
         "                         noticed at the next failed send or after 30 s.  abort\n"
         "                         cancels the requests not answered yet at once (the\n"
         "                         handler's upstream fetch stops), as Tornado does\n"
+        "  --web-dir DIR          serve the home page from DIR/index.html, read at every\n"
+        "                         request (edit apps/demo/web/index.html without a\n"
+        "                         rebuild); default: the copy compiled in\n"
+        "  --race-timeout SEC     a raced request not answered within SEC is reported as\n"
+        "                         504, decimals allowed (default 60)\n"
         "  --defer-accept SEC     TCP_DEFER_ACCEPT: a connection is handed over only once\n"
         "                         its first bytes are in (a silent client after about SEC\n"
         "                         seconds, 0-3600); saves a wake-up per connection\n"
@@ -1046,7 +1891,8 @@ static void usage(FILE *f)
         "           (up to --drain-ms), exit 0.  A second one exits at once (status 1),\n"
         "           also while a blocking call (/api/block) holds a loop.\n"
         "  SIGUSR1: each loop prints its /stats line to stderr (once the loop is free).\n"
-        "  SIGUSR2: ignored (noted on stderr).\n");
+        "  SIGUSR2: ignored (noted on stderr).\n",
+        RACE_MAX_N, races, RACE_MAX_N, STALL_KEEP);
 }
 
 /* A usage error: the reason (one line), a pointer to --help, status 2. */
@@ -1169,7 +2015,7 @@ static int upstream_parse(const char *url, char *out, size_t n, char *why, size_
 enum {
     O_HOST = 256, O_PORT, O_TIME_PORT, O_THREADS, O_UPSTREAM, O_TIMEOUT, O_DELAY, O_SEED,
     O_STALL, O_POOL, O_UPCONNS, O_DRAIN, O_HDR_TO, O_BODY_TO, O_IDLE_TO, O_SEND_TO,
-    O_MAXCONNS, O_HALFCLOSE, O_DEFER, O_HELP,
+    O_MAXCONNS, O_HALFCLOSE, O_DEFER, O_WEBDIR, O_RACE_TO, O_HELP,
 };
 
 /*
@@ -1199,6 +2045,8 @@ static int parse_args(int argc, char **argv)
         {"max-conns", required_argument, NULL, O_MAXCONNS},
         {"half-close", required_argument, NULL, O_HALFCLOSE},
         {"defer-accept", required_argument, NULL, O_DEFER},
+        {"web-dir", required_argument, NULL, O_WEBDIR},
+        {"race-timeout", required_argument, NULL, O_RACE_TO},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1235,15 +2083,24 @@ static int parse_args(int argc, char **argv)
             cfg.threads = (unsigned)v;
             break;
         case O_UPSTREAM: cfg.upstream_arg = optarg; break;
-        case O_TIMEOUT: {
+        case O_TIMEOUT:
+        case O_RACE_TO: {
             char *end;
             double d = strtod(optarg, &end);
             if (end == optarg || *end || !(d > 0) || d * 1000 > (double)big)
                 return usage_error("%s %s: want seconds, more than 0 and at most %lu "
                                    "(decimals allowed)", opt, optarg, big / 1000);
-            cfg.timeout_ms = (unsigned)(d * 1000 + 0.5);
-            if (cfg.timeout_ms == 0)
-                cfg.timeout_ms = 1;
+            unsigned ms = (unsigned)(d * 1000 + 0.5);
+            *(ch == O_TIMEOUT ? &cfg.timeout_ms : &cfg.race_timeout_ms) = ms ? ms : 1;
+            break;
+        }
+        case O_WEBDIR: {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/index.html", optarg);
+            if (strlen(optarg) > 4000 || access(path, R_OK) != 0)
+                return usage_error("%s %s: cannot read %s: %s", opt, optarg, path,
+                                   strlen(optarg) > 4000 ? "path too long" : strerror(errno));
+            cfg.web_dir = optarg;
             break;
         }
         case O_DELAY:
@@ -1473,7 +2330,13 @@ int main(int argc, char **argv)
     struct loopctx *lc0 = &cfg.loops[0];
     if (lc_setup(lc0) < 0)
         return 1;
+    snprintf(cfg.race_base, sizeof cfg.race_base, "http://%s:%u", dial, cfg.port);
     unsigned want = 0;
+    if (pthread_create(&racer.thread, NULL, racer_main, NULL) != 0) {
+        fprintf(stderr, "eddy-demo: cannot start a thread\n");
+        return 1;
+    }
+    want++;
     for (unsigned i = 1; i <= cfg.threads; i++) {
         struct loopctx *lc = i < cfg.threads ? &cfg.loops[i] : cfg.time_lc;
         if (!lc)
@@ -1504,8 +2367,8 @@ int main(int argc, char **argv)
         snprintf(tport, sizeof tport, "%u", cfg.time_port);
     }
     printf("eddy-demo: port %u time-port %s: serving http://%s:%u/api/time /api/noblock "
-           "/api/block /api/offload /plaintext /stats; time service %s; upstream %s; "
-           "%u loop%s\n",
+           "/api/block /api/offload /plaintext /stats / /api/race /api/routes /api/stalls; "
+           "time service %s; upstream %s; %u loop%s\n",
            cfg.port, tport, dial, cfg.port, tsvc, cfg.upstream, cfg.threads,
            cfg.threads == 1 ? "" : "s");
     fflush(stdout);
@@ -1523,6 +2386,8 @@ int main(int argc, char **argv)
         pthread_join(lc->thread, NULL);
         status |= lc->rc;
     }
+    pthread_join(racer.thread, NULL);
+    status |= racer.rc;
     bool abandoned = false;
     for (unsigned i = 0; i < cfg.threads; i++)
         abandoned |= cfg.loops[i].abandoned;

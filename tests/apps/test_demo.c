@@ -29,134 +29,7 @@
 #error "EDDY_DEMO_PATH must name the eddy-demo binary"
 #endif
 
-struct demo {
-    pid_t pid;
-    uint16_t port, time_port; /* time_port 0: --time-port off */
-    char errpath[64];
-    char line[1024]; /* the start line */
-};
-
-/* The running child, so a failed test still does not leave it behind. */
-static struct demo *g_demo;
-
-static int teardown_child(void **state)
-{
-    (void)state;
-    if (g_demo) {
-        if (g_demo->pid > 0) {
-            kill(g_demo->pid, SIGKILL);
-            waitpid(g_demo->pid, NULL, 0);
-        }
-        if (g_demo->errpath[0])
-            unlink(g_demo->errpath);
-        g_demo = NULL;
-    }
-    return 0;
-}
-
-/* Starts eddy-demo --port 0 --time-port 0 extra... and reads its ports. */
-static void demo_start(struct demo *d, const char *const *extra)
-{
-    memset(d, 0, sizeof *d);
-    snprintf(d->errpath, sizeof d->errpath, "/tmp/eddy-demo-test-XXXXXX");
-    int errfd = mkostemp(d->errpath, O_CLOEXEC);
-    assert_true(errfd >= 0);
-    g_demo = d;
-    const char *argv[32] = {"eddy-demo", "--port", "0", "--time-port", "0"};
-    size_t n = 5;
-    for (; extra && *extra; extra++) {
-        assert_true(n < 31);
-        argv[n++] = *extra;
-    }
-    argv[n] = NULL;
-    int out[2];
-    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(out[1], 1);
-        dup2(errfd, 2);
-        execv(EDDY_DEMO_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    d->pid = pid;
-    close(out[1]);
-    close(errfd);
-    char line[1024];
-    size_t len = 0;
-    int64_t deadline = ts_now_ms() + 5000;
-    while (len < sizeof line - 1 && !memchr(line, '\n', len)) {
-        struct pollfd p = {.fd = out[0], .events = POLLIN};
-        int left = (int)(deadline - ts_now_ms());
-        if (left <= 0)
-            fail_msg("eddy-demo printed no start line within 5 s");
-        if (poll(&p, 1, left) <= 0)
-            continue;
-        ssize_t r = read(out[0], line + len, sizeof line - 1 - len);
-        if (r <= 0)
-            fail_msg("eddy-demo exited before its start line");
-        len += (size_t)r;
-    }
-    line[len] = 0;
-    close(out[0]);
-    unsigned port = 0, tport = 0;
-    char toff[4] = "";
-    if (sscanf(line, "eddy-demo: port %u time-port %3[of]:", &port, toff) == 2) {
-        assert_string_equal(toff, "off"); /* --time-port off: no time service */
-        assert_true(port > 0 && port < 65536);
-    } else {
-        assert_int_equal(sscanf(line, "eddy-demo: port %u time-port %u", &port, &tport), 2);
-        assert_true(port > 0 && port < 65536 && tport > 0 && tport < 65536);
-        assert_true(port != tport);
-    }
-    snprintf(d->line, sizeof d->line, "%s", line);
-    assert_non_null(strstr(line, "/api/noblock"));
-    d->port = (uint16_t)port;
-    d->time_port = (uint16_t)tport;
-}
-
-/* SIGTERM, then the exit status within timeout_ms (killed if not). */
-static int demo_stop(struct demo *d, unsigned timeout_ms)
-{
-    assert_int_equal(kill(d->pid, SIGTERM), 0);
-    int64_t deadline = ts_now_ms() + timeout_ms;
-    int status = 0;
-    for (;;) {
-        pid_t r = waitpid(d->pid, &status, WNOHANG);
-        assert_true(r >= 0);
-        if (r == d->pid)
-            break;
-        if (ts_now_ms() > deadline) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &status, 0);
-            d->pid = -1;
-            fail_msg("eddy-demo did not exit within %u ms of SIGTERM", timeout_ms);
-        }
-        usleep(2000);
-    }
-    d->pid = -1;
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
-}
-
-/* The child's stderr so far. */
-static char *demo_stderr(const struct demo *d)
-{
-    FILE *f = fopen(d->errpath, "r");
-    assert_non_null(f);
-    static char buf[65536];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
-static void demo_done(struct demo *d)
-{
-    assert_int_equal(demo_stop(d, 5000), 0);
-    unlink(d->errpath);
-    g_demo = NULL;
-}
+#include "demo_child.h"
 
 /* ---- a tiny HTTP/1.1 client: many requests at once, poll-driven ---------- */
 
@@ -506,14 +379,18 @@ static void test_help(void **state)
     const char *flags[] = {"--port", "--time-port", "--threads", "--upstream", "--timeout",
                            "--delay-ms", "--seed", "--stall-ms", "--pool",
                            "--header-timeout-ms", "--body-timeout-ms", "--idle-timeout-ms",
-                           "--send-timeout-ms", "--max-conns", "--half-close"};
+                           "--send-timeout-ms", "--max-conns", "--half-close", "--web-dir",
+                           "--race-timeout"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strstr(text, flags[i]))
             fail_msg("--help does not document %s", flags[i]);
     /* What each signal does, how percentiles are read, what "off" needs. */
     const char *says[] = {"SIGINT, SIGTERM, SIGHUP:", "SIGUSR1:", "SIGUSR2:",
                           "interpolated", "\"off\" runs no time service and needs --upstream",
-                          "answered + failed + aborted + in_flight"};
+                          "answered + failed + aborted + in_flight",
+                          "/api/race?route=PATH&n=N", "/api/block, /api/noblock, /api/offload.",
+                          "409: a race is already running",
+                          "/#race=block,noblock&n=10", "/api/stalls"};
     for (size_t i = 0; i < sizeof says / sizeof says[0]; i++)
         if (!strstr(text, says[i]))
             fail_msg("--help does not say %s:\n%s", says[i], text);
@@ -1095,8 +972,8 @@ static void test_option_errors(void **state)
     }
 }
 
-/* An upstream whose name does not resolve: 502 saying so, with
- * getaddrinfo's reason, on all three routes.  "no-such-host..invalid" has
+/* An upstream whose name does not resolve: 502 saying so (without
+ * inventing getaddrinfo's reason), on all three routes.  "no-such-host..invalid" has
  * an empty label: the resolver refuses it without asking any server. */
 static void test_unresolvable_upstream(void **state)
 {
@@ -1112,8 +989,7 @@ static void test_unresolvable_upstream(void **state)
         assert_int_equal(r.status, 502);
         assert_string_equal(r.body,
                             "upstream error: http://no-such-host..invalid:8080/api/time: the "
-                            "host name no-such-host..invalid did not resolve (getaddrinfo: "
-                            "Name or service not known)\n");
+                            "host name no-such-host..invalid did not resolve\n");
     }
     demo_done(&d);
 }
@@ -1138,7 +1014,10 @@ static void test_stats_aborted_offload(void **state)
     usleep(1000 * 1000);       /* the clients' 1 s timeout */
     for (int i = 0; i < N; i++)
         close(r[i].fd);
-    body = stats_wait(d.port, "\"in_flight\":0,\"latency_ms\"", 3000);
+    body = stats_wait(d.port,
+                      "\"/api/offload\":{\"requests\":50,\"answered\":0,\"failed\":0,"
+                      "\"aborted\":50,\"in_flight\":0,",
+                      3000);
     route_counts(body, "/api/offload", c);
     if (c[0] != 50 || c[1] != 0 || c[2] != 0 || c[3] != 50 || c[4] != 0)
         fail_msg("/api/offload: %s", body);
