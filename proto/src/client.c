@@ -44,7 +44,8 @@ struct origin {
     int naddrs;
     struct sockaddr_storage addrs[MAX_ADDRS];
     socklen_t addrlens[MAX_ADDRS];
-    struct origin *rnext;             /* the resolver's queue */
+    struct origin *rnext, *rprev;     /* the resolver's queue */
+    int rqueued;                      /* in that queue, no thread yet (resolver's mutex) */
     int rres;                         /* the resolution's result */
     struct eddy_op resolved;          /* posts the result back to the loop */
     unsigned nconns;                  /* every connection, closing ones too */
@@ -74,9 +75,10 @@ struct conn {
  * pool, whose threads users fill with blocking work of their own: a fetch
  * must not wait behind that.  Up to RESOLVER_THREADS threads, started when
  * a name is queued and no thread is idle, living until the client is
- * destroyed.  The mutex guards the queue, the counts and stop; an origin in
- * the queue or being resolved belongs to the resolver until its result is
- * posted back.
+ * destroyed.  The mutex guards the queue (with each origin's rqueued), the
+ * counts and stop.  An origin being resolved belongs to the resolver until
+ * its result is posted back; one still waiting in the queue may be taken
+ * out again by the loop thread (resolve_drop) when nobody wants it.
  */
 struct resolver {
     pthread_mutex_t mu;
@@ -93,7 +95,7 @@ struct eddy_http_client {
     struct eddy_http_client_options o;
     struct origin *origins;
     struct eddy_http_fetch *active;
-    unsigned nfetches, nconns, nidle, nqueued, nresolving;
+    unsigned nfetches, nconns, nidle, nqueued, nresolving, norigins;
     struct eddy_op idle_timer;
     struct eddy_op done_post;
     int closing, done_posted;
@@ -153,6 +155,7 @@ void eddy_http_client_stats(const struct eddy_http_client *cli,
     out->idle = cli->nidle;
     out->queued = cli->nqueued;
     out->active = cli->nfetches;
+    out->origins = cli->norigins;
 }
 
 static void done_cb(struct eddy_op *op, int res)
@@ -180,6 +183,9 @@ int eddy_http_client_close(struct eddy_http_client *cli, eddy_http_client_done_c
     cli->closing = 1;
     cli->done = done;
     cli->done_ud = ud;
+    /* Cancelling every fetch empties every origin's queue, which drops
+     * each name no resolver thread has picked yet (fetch_abort): done
+     * waits only for the names being resolved now. */
     for (struct eddy_http_fetch *f = cli->active, *n; f; f = n) {
         n = f->p_.anext;
         eddy_http_fetch_cancel(cli, f);
@@ -244,6 +250,7 @@ static struct origin *origin_get(struct eddy_http_client *cli, const struct eddy
     if (o->next)
         o->next->prev = o;
     cli->origins = o;
+    cli->norigins++;
     return o;
 }
 
@@ -259,6 +266,7 @@ static void origin_maybe_free(struct origin *o)
         cli->origins = o->next;
     if (o->next)
         o->next->prev = o->prev;
+    cli->norigins--;
     eddy_loop_free(cli->loop, o);
 }
 
@@ -345,8 +353,12 @@ static void *resolver_main(void *arg)
         }
         struct origin *o = rs->head;
         rs->head = o->rnext;
-        if (!rs->head)
+        if (rs->head)
+            rs->head->rprev = NULL;
+        else
             rs->tail = NULL;
+        o->rnext = NULL;
+        o->rqueued = 0;
         rs->nwait--;
         pthread_mutex_unlock(&rs->mu);
         o->rres = resolve(o);
@@ -383,11 +395,13 @@ static int resolve_start(struct origin *o)
     }
     if (rc == 0) {
         o->rnext = NULL;
+        o->rprev = rs->tail;
         if (rs->tail)
             rs->tail->rnext = o;
         else
             rs->head = o;
         rs->tail = o;
+        o->rqueued = 1;
         rs->nwait++;
         pthread_cond_signal(&rs->cv);
     }
@@ -397,6 +411,40 @@ static int resolve_start(struct origin *o)
     cli->nresolving++;
     eddy_loop_ref(cli->loop); /* the result comes as a post: keep the loop running */
     return 0;
+}
+
+/* Nobody wants o's name any more: takes its resolution out of the
+ * resolver's queue if no thread has picked it yet, and ends it here, so
+ * close and destroy wait only for the names a thread is resolving.  A
+ * running resolution cannot be stopped; its result comes as usual.  The
+ * caller frees o (origin_maybe_free) if it is unused. */
+static void resolve_drop(struct origin *o)
+{
+    struct eddy_http_client *cli = o->cli;
+    struct resolver *rs = &cli->rs;
+    if (o->resolve != RS_BUSY)
+        return;
+    pthread_mutex_lock(&rs->mu);
+    int queued = o->rqueued;
+    if (queued) {
+        if (o->rprev)
+            o->rprev->rnext = o->rnext;
+        else
+            rs->head = o->rnext;
+        if (o->rnext)
+            o->rnext->rprev = o->rprev;
+        else
+            rs->tail = o->rprev;
+        o->rnext = o->rprev = NULL;
+        o->rqueued = 0;
+        rs->nwait--;
+    }
+    pthread_mutex_unlock(&rs->mu);
+    if (!queued)
+        return;
+    cli->nresolving--;
+    eddy_loop_unref(cli->loop);
+    o->resolve = RS_NONE; /* a later fetch queues the name again */
 }
 
 static void on_resolved(struct eddy_op *op, int posted)
@@ -730,7 +778,8 @@ static void attach(struct conn *c, struct eddy_http_fetch *f)
 }
 
 /* Gives queued fetches connections: an idle one, a new one under the cap,
- * or lets them wait. */
+ * or lets them wait.  Fetches it cannot start end here, which may leave o
+ * unused: the caller calls origin_maybe_free(o) when done with o. */
 static void origin_dispatch(struct origin *o)
 {
     struct eddy_http_client *cli = o->cli;
@@ -839,10 +888,14 @@ static void fetch_abort(struct eddy_http_fetch *f, int err)
 {
     switch (f->p_.state) {
     case F_QUEUED: {
+        /* o is settled before f's result: from a timeout, fetch_finish
+         * runs f's callback at once, and a fetch it starts may free o. */
         struct origin *o = f->p_.origin;
         queue_remove(o, f);
-        fetch_finish(f, err);
+        if (!o->qhead)
+            resolve_drop(o);
         origin_maybe_free(o);
+        fetch_finish(f, err);
         break;
     }
     case F_CONN: {
@@ -934,6 +987,10 @@ int eddy_http_fetch_start(struct eddy_http_client *cli, struct eddy_http_fetch *
     cli->st.fetches++;
     queue_push(o, f, 0);
     origin_dispatch(o);
+    /* A failure there (no resolver thread, no socket, no memory) has
+     * ended f (its callback comes later: the timer is active) and may
+     * have left o unused. */
+    origin_maybe_free(o);
     return 0;
 }
 

@@ -208,11 +208,14 @@ static int is_field_value(const char *s)
     return s != NULL;
 }
 
-/* The message framing is the client's: these are never taken from the user. */
+/* The message framing and the connection are the client's: these are never
+ * taken from the user.  TE and Upgrade must be listed in Connection (RFC
+ * 9110 7.6.1, 7.8), which the client never lets the user write. */
 static int is_framing_header(const char *name)
 {
     return !strcasecmp(name, "content-length") || !strcasecmp(name, "transfer-encoding") ||
-           !strcasecmp(name, "connection");
+           !strcasecmp(name, "connection") || !strcasecmp(name, "te") ||
+           !strcasecmp(name, "upgrade");
 }
 
 /* The index of the user's header called name, or -1. */

@@ -77,6 +77,7 @@ static void env_free(struct env *e)
     eddy_http_client_stats(e->cli, &st);
     assert_int_equal(st.conns, 0);
     assert_int_equal(st.active, 0);
+    assert_int_equal(st.origins, 0); /* none kept for nothing until destroy */
     assert_int_equal(eddy_http_client_destroy(e->cli), 0);
     ts_loop_free(e->loop);
     wait_fds(e->fds_before);
@@ -1031,26 +1032,35 @@ static void test_resolver_not_behind_pool(void **state)
  * A slow resolver, under the test's control: this executable's
  * getaddrinfo() takes the place of the C library's (which it calls) and
  * holds names ending in ".test" (resolved as 127.0.0.1) while gai_hold is
- * set, at most 5 s.
+ * set, each at most gai_hold_ms (0: 5 s) from when its resolution began.
  */
 static pthread_mutex_t gai_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t gai_cv = PTHREAD_COND_INITIALIZER;
-static int gai_hold, gai_waiting;
+static int gai_hold, gai_hold_ms, gai_waiting;
+
+typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static gai_fn gai_real;
+static pthread_once_t gai_once = PTHREAD_ONCE_INIT;
+
+/* Once, whichever thread resolves first: the resolver threads race here. */
+static void gai_find_real(void) { *(void **)&gai_real = dlsym(RTLD_NEXT, "getaddrinfo"); }
 
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res)
 {
-    typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *,
-                          struct addrinfo **);
-    static gai_fn real;
-    if (!real)
-        *(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+    pthread_once(&gai_once, gai_find_real);
     size_t nl = node ? strlen(node) : 0;
     if (nl > 5 && !strcmp(node + nl - 5, ".test")) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 5;
         pthread_mutex_lock(&gai_mu);
+        long ms = gai_hold_ms ? gai_hold_ms : 5000;
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
         gai_waiting++;
         pthread_cond_broadcast(&gai_cv);
         while (gai_hold && pthread_cond_timedwait(&gai_cv, &gai_mu, &until) == 0)
@@ -1059,16 +1069,20 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
         pthread_mutex_unlock(&gai_mu);
         node = "127.0.0.1";
     }
-    return real(node, service, hints, res);
+    return gai_real(node, service, hints, res);
 }
 
-static void gai_set_hold(int hold)
+/* hold_ms: how long each held name is held at most (0: 5 s). */
+static void gai_set_hold_for(int hold, int hold_ms)
 {
     pthread_mutex_lock(&gai_mu);
     gai_hold = hold;
+    gai_hold_ms = hold_ms;
     pthread_cond_broadcast(&gai_cv);
     pthread_mutex_unlock(&gai_mu);
 }
+
+static void gai_set_hold(int hold) { gai_set_hold_for(hold, 0); }
 
 /* Waits until exactly n resolutions are held. */
 static void gai_wait_held(int n)
@@ -1201,6 +1215,150 @@ static void test_resolver_threads_cap(void **state)
     up_stop(&u);
 }
 
+/*
+ * A name still waiting for a resolver thread is dropped once no fetch
+ * wants it: a cancelled fetch's name is never resolved, and close's done
+ * callback waits only for the two names being resolved, not for every
+ * queued name two at a time.
+ */
+static void test_resolver_queue_dropped(void **state)
+{
+    (void)state;
+    struct upstream u;
+    up_start(&u, UP_OK);
+    struct env e;
+    env_init(&e, NULL);
+    enum { N = 6, HOLD_MS = 500 };
+    struct eddy_http_fetch f[N];
+    struct fres r[N];
+    char urls[N][128];
+    memset(f, 0, sizeof f);
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        snprintf(urls[i], sizeof urls[i], "http://q%d.test:%u/q%d", i, (unsigned)u.port, i);
+        f[i].url = urls[i];
+        f[i].data = &r[i];
+    }
+
+    /* cancel: the third name, queued behind two held ones, is dropped */
+    gai_set_hold(1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(eddy_http_fetch_start(e.cli, &f[i], on_fetch), 0);
+    gai_wait_held(2);
+    struct eddy_http_client_stats st;
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.origins, 3);
+    assert_int_equal(eddy_http_fetch_cancel(e.cli, &f[2]), 0);
+    ts_run_until(e.loop, &r[2].calls, 1000);
+    assert_int_equal(r[2].err, -ECANCELED);
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.origins, 2);
+    assert_int_equal(st.active, 2);
+    gai_set_hold(0);
+    for (int i = 0; i < 2; i++) {
+        ts_run_until(e.loop, &r[i].calls, 3000);
+        assert_int_equal(r[i].err, 0);
+        eddy_http_fetch_release(&f[i]);
+    }
+    assert_int_equal(eddy_http_client_close(e.cli, on_closed_cli, &e), 0);
+    ts_run_until(e.loop, &e.done, 3000);
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.resolutions, 2); /* q2.test never reached getaddrinfo */
+    assert_int_equal(st.origins, 0);
+    assert_int_equal(eddy_http_client_destroy(e.cli), 0);
+    ts_loop_free(e.loop);
+    wait_fds(e.fds_before);
+    gai_wait_held(0);
+
+    /* close with two names held and four queued: done after one hold */
+    env_init(&e, NULL);
+    memset(r, 0, sizeof r);
+    gai_set_hold_for(1, HOLD_MS);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(eddy_http_fetch_start(e.cli, &f[i], on_fetch), 0);
+    gai_wait_held(2);
+    int64_t t0 = ts_now_ms();
+    assert_int_equal(eddy_http_client_close(e.cli, on_closed_cli, &e), 0);
+    for (int i = 0; i < N; i++) {
+        ts_run_until(e.loop, &r[i].calls, 1000);
+        assert_int_equal(r[i].calls, 1);
+        assert_int_equal(r[i].err, -ECANCELED);
+    }
+    ts_run_until(e.loop, &e.done, 3000);
+    int64_t took = ts_now_ms() - t0;
+    /* at most one hold (HOLD_MS) plus slack for a loaded machine; waiting
+     * for the queued names too takes three holds (ceil(6 / 2) x 500 ms) */
+    if (took >= 2 * HOLD_MS)
+        fail_msg("close done after %lld ms, want < %d", (long long)took, 2 * HOLD_MS);
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.resolutions, 2);
+    assert_int_equal(st.origins, 0);
+    assert_int_equal(eddy_http_client_destroy(e.cli), 0);
+    ts_loop_free(e.loop);
+    wait_fds(e.fds_before);
+    gai_wait_held(0);
+    gai_set_hold(0);
+    up_stop(&u);
+}
+
+/* ---- origins ------------------------------------------------------------ */
+
+/* Fails allocations too large for anything but a connection (its 16 KiB
+ * receive buffer) while fail_conn_alloc is set. */
+static volatile int fail_conn_alloc;
+
+static void *alloc_fail_conn(void *ud, void *p, size_t n)
+{
+    (void)ud;
+    if (n == 0) {
+        free(p);
+        return NULL;
+    }
+    if (fail_conn_alloc && n > 16384)
+        return NULL;
+    return realloc(p, n);
+}
+
+/*
+ * A fetch that fails as it starts to be served leaves no origin behind.
+ * The three such failures (no memory for the connection, no socket or no
+ * connect, no resolver thread) end the fetch inside the same dispatch,
+ * after which fetch_start frees the unused origin; the allocation failure
+ * is the one a test can cause on demand.
+ */
+static void test_origin_freed_on_failure(void **state)
+{
+    (void)state;
+    struct upstream u;
+    up_start(&u, UP_OK);
+    struct eddy_loop_options lo = {.alloc = alloc_fail_conn};
+    struct env e;
+    memset(&e, 0, sizeof e);
+    e.fds_before = ts_fd_count();
+    e.loop = ts_loop_new(&lo);
+    assert_int_equal(eddy_http_client_init(&e.cli, e.loop, NULL), 0);
+    struct eddy_http_fetch f;
+    memset(&f, 0, sizeof f);
+    up_url(&u, url, sizeof url, "/o");
+    fail_conn_alloc = 1;
+    assert_int_equal(fetch_url(&e, &f, url), -ENOMEM);
+    fail_conn_alloc = 0;
+    struct eddy_http_client_stats st;
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.connects, 0);
+    assert_int_equal(st.active, 0);
+    assert_int_equal(st.origins, 0);
+    /* the same origin works afterwards, and is kept while pooled */
+    assert_int_equal(fetch_url(&e, &f, url), 0);
+    assert_string_equal(f.resp.body, "echo:GET /o HTTP/1.1|");
+    eddy_http_fetch_release(&f);
+    eddy_http_client_stats(e.cli, &st);
+    assert_int_equal(st.idle, 1);
+    assert_int_equal(st.origins, 1);
+    env_free(&e);
+    up_stop(&u);
+}
+
 /* ---- request headers ---------------------------------------------------- */
 
 /* The client owns the framing: a user Host replaces its own, framing
@@ -1321,6 +1479,8 @@ int main(void)
         cmocka_unit_test(test_resolver_not_behind_pool),
         cmocka_unit_test(test_resolver_cancel_and_close),
         cmocka_unit_test(test_resolver_threads_cap),
+        cmocka_unit_test(test_resolver_queue_dropped),
+        cmocka_unit_test(test_origin_freed_on_failure),
         cmocka_unit_test(test_request_headers),
         cmocka_unit_test(test_loop_destroy_busy),
     };

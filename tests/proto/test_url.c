@@ -148,6 +148,14 @@ static void test_request_headers(void **state)
     assert_int_equal(rc, 0);
     assert_non_null(strstr(r, "\r\n!#$%&'*+-.^_`|~09AZaz: a\tb c\r\nX-E: \r\n\r\n"));
     free(r);
+    /* obs-text (bytes 0x80-0xff) in a value is sent as it is (RFC 9110 5.5);
+     * names that only start like refused ones are ordinary */
+    struct eddy_http_pair utf8[] = {{"X-Name", "caf\xc3\xa9"}, {"TEs", "1"}, {"Upgraded", "2"}};
+    r = build("http://h/", NULL, NULL, 0, utf8, 3, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(r, "GET / HTTP/1.1\r\nHost: h\r\nUser-Agent: eddy\r\n"
+                           "X-Name: caf\xc3\xa9\r\nTEs: 1\r\nUpgraded: 2\r\n\r\n");
+    free(r);
 
     static const struct eddy_http_pair refused[][2] = {
         {{"Content-Length", "3"}},
@@ -156,6 +164,10 @@ static void test_request_headers(void **state)
         {{"TRANSFER-ENCODING", "gzip"}},
         {{"Connection", "close"}},
         {{"connection", "keep-alive"}},
+        {{"TE", "trailers"}},
+        {{"te", "gzip"}},
+        {{"Upgrade", "websocket"}},
+        {{"UPGRADE", "h2c"}},
         {{"Host", "a"}, {"HOST", "b"}}, /* two Hosts */
         {{"", "a"}},
         {{"X Y", "a"}},

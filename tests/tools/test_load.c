@@ -718,7 +718,8 @@ static void test_rate(void **state)
 }
 
 /* The start rate is measured over the span of the starts: 5 starts at 10/s
- * span 0.4 s, which is 10/s (not 5 divided by the time to the last answer). */
+ * span 0.4 s, which is 10/s (not 5 divided by the time to the last answer).
+ * The throughput is measured over the schedule: 5 at 10/s are 10/s. */
 static void test_rate_start_span(void **state)
 {
     (void)state;
@@ -746,6 +747,13 @@ static void test_rate_start_span(void **state)
     if (jnum_in(r.json, "rate", "max_lag_ms") < 10)
         assert_true(kept);
     assert_non_null(strstr(r.out, "5 scheduled, 5 started in "));
+    /* Throughput is measured over the schedule, 5 / 10 = 0.5 s (or to the
+     * last answer, if a loaded machine answers it later): at most 10/s,
+     * not 5 answers in the 0.4 s to the last start (12.5/s). */
+    double dur = jnum(r.json, "duration_s"), rps = jnum(r.json, "requests_per_s");
+    if (dur < 0.5 || dur >= 1.0 || rps > 10.0 || rps <= 5.0)
+        fail_msg("duration %.6f s, throughput %.3f/s: want [0.5, 1) s, (5, 10]/s", dur, rps);
+    assert_true(fabs(rps - 5 / dur) < 0.001);
     free(r.svg);
 
     /* At 2000/s the interval is 0.5 ms: the threshold stays at 1 ms. */
@@ -799,6 +807,9 @@ static void test_rate_duration_exact(void **state)
         assert_int_equal((int)jnum(r.json, "requests"), 5);
         assert_int_equal((int)jnum_in(r.json, "rate", "scheduled"), 5);
         assert_int_equal((int)jnum_in(r.json, "rate", "started"), 5);
+        double dur = jnum(r.json, "duration_s"); /* the schedule: 5 / 5 = 1 s */
+        if (dur < 1.0 || dur >= 1.5)
+            fail_msg("duration %.6f s, want [1, 1.5)", dur);
         free(r.svg);
     }
     const char *args[] = {"-d", "0.33", "-c", "2", "--rate", "10", "--json", "@json", u, NULL};

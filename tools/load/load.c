@@ -429,6 +429,12 @@ static void lat_of(const struct hist *h, struct lat *l)
 static void compute(const struct load *L, struct figures *g)
 {
     int64_t end = L->t_last > L->t0 ? L->t_last : L->t0;
+    /* Under --rate the run lasts its schedule at least: k requests at R/s
+     * take k/R s, although the last one is due at (k-1)/R (5 at 10/s are
+     * 10/s, not 5 in 0.4 s).  k counts the slots that came due, so an
+     * interrupted run ends where its schedule stopped. */
+    if (L->rate > 0 && slot_ns(L, L->sched) > end)
+        end = slot_ns(L, L->sched);
     g->dur_s = (double)(end - L->t0) / 1e9;
     /* Throughput is what came back: errors (a refusal takes microseconds)
      * are not served requests. */
@@ -629,7 +635,8 @@ static void usage(FILE *o)
           "  -c, --connections N  concurrent connections (workers), default 10\n"
           "  -n, --requests N     stop after N requests\n"
           "  -d, --duration S     stop starting requests after S seconds (default 10 when\n"
-          "                       neither -n nor -d is given; with both, the first wins)\n"
+          "                       neither -n nor -d is given; with both, the first wins);\n"
+          "                       under --rate it sets how many are scheduled (below)\n"
           "      --rate R         open loop: request i is due at i/R s; the first free\n"
           "                       worker starts it (see below)\n"
           "      --timeout S      per request, connect and queueing included; default 30\n"
@@ -652,7 +659,8 @@ static void usage(FILE *o)
           "it comes more than max(1 ms, 10 % of 1/R) after it was due (no worker was\n"
           "free); \"could not keep up\" means more than 1 % of the starts were late, or\n"
           "some never started.  The start rate is measured from the first start to the\n"
-          "last.\n"
+          "last.  The duration (and so the throughput) is the schedule's N/R s, or up\n"
+          "to the last answer if that came later.\n"
           "\n"
           "The run always ends by itself: with -d, anything still running (or not yet\n"
           "started) at the deadline + the timeout + 1 s is cancelled.\n"

@@ -185,6 +185,8 @@ struct eddy_http_fetch {
  *     is then sent first, as the client's would be); two Hosts are refused;
  *   - Content-Length, Transfer-Encoding and Connection are refused: the
  *     body's length is the client's to state, and keep-alive is the pool's;
+ *     so are TE and Upgrade, which a sender must list in Connection (RFC
+ *     9110 7.6.1, 7.8);
  *   - a name must be a token (RFC 9110 tchar: letters, digits and
  *     !#$%&'*+-.^_`|~) and a value must not hold CR, LF or another control
  *     character but tab; NULL names or values are refused.
@@ -203,10 +205,14 @@ struct eddy_http_fetch {
  * only fetches IP literals starts none.  Results come back to the loop
  * with eddy_post_threadsafe(); while one is out the client holds a
  * reference on the loop (eddy_loop_ref) so the loop keeps running.  A
- * fetch cancelled (or timed out) during resolution ends at once; the
- * resolution itself cannot be stopped, so eddy_http_client_close()'s done
- * callback, and eddy_http_client_destroy(), wait for it: at worst the
- * resolver's own timeout (resolv.conf "timeout" x "attempts").
+ * fetch cancelled (or timed out) during resolution ends at once.  When
+ * an origin has no fetch left, a name still waiting for a resolver thread
+ * is dropped; a name being resolved cannot be stopped: it holds its
+ * thread until the system resolver returns (at worst the resolver's own
+ * timeout, resolv.conf "timeout" x "attempts"), so a dead name can delay
+ * the resolution of other names while both threads are busy with such
+ * names.  eddy_http_client_close()'s done callback, and
+ * eddy_http_client_destroy(), wait for the names being resolved only.
  *
  * Teardown order: eddy_http_client_close(), run the loop until its done
  * callback, eddy_http_client_destroy(), then eddy_loop_destroy().  The
@@ -261,6 +267,8 @@ struct eddy_http_client_stats {
     unsigned idle;        /* of which idle in the pool */
     unsigned queued;      /* fetches waiting for a connection */
     unsigned active;      /* fetches started and not finished */
+    unsigned origins;     /* host:port pairs held now: each has a connection,
+                             a queued fetch or its name in resolution */
 };
 void eddy_http_client_stats(const struct eddy_http_client *cli,
                             struct eddy_http_client_stats *out);
