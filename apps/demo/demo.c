@@ -1216,6 +1216,7 @@ static struct {
     struct eddy_http_client *cli;
     struct eddy_op start_op, stop_op, reply_op;
     atomic_bool busy;
+    bool open;                /* its loop runs: others may post to it (under post_mu) */
     bool active, stop_wanted; /* the racer's thread only */
     int rc;
     /* the race: set by h_race, then the racer's, then race_reply()'s */
@@ -1228,6 +1229,12 @@ static struct {
     struct dbuf json;
     struct race_one one[RACE_MAX_N];
 } racer;
+
+/* Guards posts to another thread's loop against its teardown (see
+ * lc_set_open and racer.open). */
+static pthread_mutex_t post_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Guards posts to the loops of other threads against their teardown. */
 
 static int race_status(int err)
 {
@@ -1358,7 +1365,7 @@ static void racer_stop_post(struct eddy_op *op, int res)
         racer_close(); /* else race_finish() does */
 }
 
-/* A 4xx answer to /api/race, with its reason. */
+/* A refusal of /api/race (4xx, or 503 when the racer is gone), with its reason. */
 static void race_refuse(struct loopctx *lc, struct eddy_http_req *req, int status, int64_t t0,
                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 static void race_refuse(struct loopctx *lc, struct eddy_http_req *req, int status, int64_t t0,
@@ -1419,8 +1426,17 @@ static void h_race(struct eddy_http_req *req, void *ud)
     racer.origin = lc;
     racer.req = req;
     racer.req_t0 = t0;
-    eddy_loop_ref(lc->loop); /* until race_reply() */
-    eddy_post_threadsafe(racer.loop, &racer.start_op, race_start);
+    pthread_mutex_lock(&post_mu);
+    bool open = racer.open;
+    if (open) {
+        eddy_loop_ref(lc->loop); /* until race_reply() */
+        eddy_post_threadsafe(racer.loop, &racer.start_op, race_start);
+    }
+    pthread_mutex_unlock(&post_mu);
+    if (!open) {
+        atomic_store(&racer.busy, false);
+        race_refuse(lc, req, 503, t0, "the racer's loop has ended (see stderr)\n");
+    }
 }
 
 /* The racer's thread: its own loop and client, set up here (the loop's
@@ -1470,8 +1486,7 @@ static void racer_teardown(void)
 
 /* The signal thread's posts reach a loop only while it is open: from the
  * end of its set-up (a post waits until the loop runs) until its run
- * returns (then it is torn down). */
-static pthread_mutex_t post_mu = PTHREAD_MUTEX_INITIALIZER;
+ * returns (then it is torn down).  post_mu is defined with the racer. */
 static bool loops_gone; /* cfg.loops is being freed: post to none */
 
 static void lc_set_open(struct loopctx *lc, bool open)
@@ -1505,8 +1520,9 @@ static void lc_finished(struct loopctx *lc)
         pthread_mutex_lock(&post_mu);
         if (cfg.time_lc && cfg.time_lc->open)
             eddy_post_threadsafe(cfg.time_lc->loop, &cfg.time_lc->stop_op, on_stop_post);
+        if (racer.open)
+            eddy_post_threadsafe(racer.loop, &racer.stop_op, racer_stop_post);
         pthread_mutex_unlock(&post_mu);
-        eddy_post_threadsafe(racer.loop, &racer.stop_op, racer_stop_post);
     }
 }
 
@@ -1693,11 +1709,17 @@ static void *racer_main(void *arg)
     pthread_mutex_unlock(&ready_mu);
     if (rc < 0)
         return NULL; /* main exits the process */
+    pthread_mutex_lock(&post_mu);
+    racer.open = true;
+    pthread_mutex_unlock(&post_mu);
     rc = eddy_loop_run(racer.loop, EDDY_RUN_DEFAULT);
     if (rc < 0) {
         fprintf(stderr, "eddy-demo: the racer's loop: %s\n", eddy_strerror(rc));
         racer.rc = 1;
     }
+    pthread_mutex_lock(&post_mu);
+    racer.open = false;
+    pthread_mutex_unlock(&post_mu);
     racer_teardown();
     return NULL;
 }

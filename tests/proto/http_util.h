@@ -42,6 +42,8 @@ struct hsrv {
     unsigned drain_ms;         /* drain for the final shutdown */
     _Atomic long allocs;       /* calls of the loop's allocator that allocate */
     int handover;              /* set up on the starting thread, run on the server thread */
+    pthread_mutex_t loop_mu;   /* hsrv_stop's eddy_loop_stop vs the thread's destroy */
+    int loop_gone;             /* under loop_mu */
 };
 
 static void *count_alloc(void *ud, void *ptr, size_t size)
@@ -358,7 +360,10 @@ static void *hsrv_serve(void *arg)
     struct eddy_loop_stats ls;
     eddy_loop_stats(h->loop, &ls);
     h->leftover_active = (int)ls.active;
+    pthread_mutex_lock(&h->loop_mu);
     h->loop_destroy_rc = eddy_loop_destroy(h->loop);
+    h->loop_gone = 1;
+    pthread_mutex_unlock(&h->loop_mu);
     return NULL;
 }
 
@@ -376,6 +381,8 @@ static void hsrv_start(struct hsrv *h)
 {
     atomic_store(&h->port, 0);
     atomic_store(&h->second_rc, 1);
+    pthread_mutex_init(&h->loop_mu, NULL);
+    h->loop_gone = 0;
     if (h->handover) {
         assert_int_equal(hsrv_setup(h), 0);
         assert_int_equal(pthread_create(&h->th, NULL, hsrv_serve, h), 0);
@@ -392,9 +399,12 @@ static void hsrv_start(struct hsrv *h)
  * everything closed cleanly. */
 static void hsrv_stop(struct hsrv *h)
 {
-    if (h->loop)
+    pthread_mutex_lock(&h->loop_mu);
+    if (h->loop && !h->loop_gone)
         eddy_loop_stop(h->loop); /* harmless if the loop already returned */
+    pthread_mutex_unlock(&h->loop_mu);
     pthread_join(h->th, NULL);
+    pthread_mutex_destroy(&h->loop_mu);
     assert_int_equal(atomic_load(&h->done_calls), 1);
     assert_int_equal(h->destroy_rc, 0);
     assert_int_equal(h->leftover_active, 0);
