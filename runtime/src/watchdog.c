@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "fiber_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -154,4 +155,21 @@ void watchdog_leave(struct eddy_loop *loop)
                   "(threshold %u ms)%s",
                   name, (long long)(held / 1000000), wd->stall_ms,
                   seen ? "; it has returned" : "");
+}
+
+/* fiber.c: a fiber switch inside a callback is timed and named as a
+ * callback of its own (the fiber's label), so a stall names the fiber. */
+void watchdog_fiber_switch(struct eddy_loop *loop, void *fn, const char *label,
+                           void **old_fn, const char **old_label)
+{
+    struct watchdog *wd = &loop->wd;
+    if (!wd->running)
+        return;
+    if (old_fn)
+        *old_fn = atomic_load_explicit(&wd->fn, memory_order_relaxed);
+    if (old_label)
+        *old_label = atomic_load_explicit(&wd->label, memory_order_relaxed);
+    watchdog_leave(loop);
+    struct eddy_op op = {.cb = (eddy_cb)fn, .label = label};
+    watchdog_enter(loop, &op);
 }
