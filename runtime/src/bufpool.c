@@ -9,8 +9,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 int eddy_bufpool_init(struct eddy_loop *loop, struct eddy_bufpool **out,
                       unsigned count, unsigned size)
@@ -31,38 +29,15 @@ int eddy_bufpool_init(struct eddy_loop *loop, struct eddy_bufpool **out,
         goto err_pool;
 
     if (loop->features & EDDY_FEAT_BUF_RING) {
-        /* liburing 2.3 has no io_uring_setup_buf_ring(): map the ring
-         * ourselves, page-aligned as the kernel requires. */
-        pool->br_bytes = (size_t)count * sizeof(struct io_uring_buf);
-        void *br = mmap(NULL, pool->br_bytes, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (br == MAP_FAILED) {
-            rc = -errno;
+        rc = loop->be->buf_register(loop, pool);
+        if (rc < 0)
             goto err_mem;
-        }
-        pool->br = br;
-        io_uring_buf_ring_init(pool->br);
-        struct io_uring_buf_reg reg;
-        memset(&reg, 0, sizeof reg);
-        reg.ring_addr = (uint64_t)(uintptr_t)pool->br;
-        reg.ring_entries = count;
-        reg.bgid = loop->next_bgid;
-        rc = io_uring_register_buf_ring(&loop->ring, &reg, 0);
         if (rc == 0) {
-            pool->bgid = loop->next_bgid++;
-            pool->ring = true;
-            int mask = io_uring_buf_ring_mask(count);
-            for (unsigned i = 0; i < count; i++)
-                io_uring_buf_ring_add(pool->br, pool->mem + (size_t)i * size, size,
-                                      (unsigned short)i, mask, (int)i);
-            io_uring_buf_ring_advance(pool->br, (int)count);
             eddy_loop_attach(loop);
             *out = pool;
             return 0;
         }
-        munmap(pool->br, pool->br_bytes);
-        pool->br = NULL;
-        /* fall through to the user-space pool */
+        /* refused: the user-space pool serves */
     }
     pool->free_ids = loop_alloc(loop, count * sizeof(uint16_t));
     rc = -ENOMEM;
@@ -89,10 +64,8 @@ int eddy_bufpool_destroy(struct eddy_bufpool *pool)
     if (pool->users)
         return -EBUSY;
     struct eddy_loop *loop = pool->loop;
-    if (pool->ring) {
-        io_uring_unregister_buf_ring(&loop->ring, pool->bgid);
-        munmap(pool->br, pool->br_bytes);
-    }
+    if (pool->ring)
+        loop->be->buf_unregister(pool);
     loop_free(loop, pool->free_ids);
     loop_free(loop, pool->mem);
     loop_free(loop, pool);
@@ -132,9 +105,7 @@ void bufpool_park(struct eddy_bufpool *pool, struct eddy_op *op)
 void eddy_bufpool_put(struct eddy_bufpool *pool, uint16_t bid)
 {
     if (pool->ring) {
-        io_uring_buf_ring_add(pool->br, eddy_bufpool_buf(pool, bid), pool->size,
-                              bid, io_uring_buf_ring_mask(pool->count), 0);
-        io_uring_buf_ring_advance(pool->br, 1);
+        pool->loop->be->buf_put(pool, bid);
         pool->out--;
     } else {
         pool->free_ids[pool->nfree++] = bid;

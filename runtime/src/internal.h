@@ -1,26 +1,20 @@
-/* Internals of the eddy runtime: not installed, not part of the API. */
+/*
+ * Internals of the eddy runtime: not installed, not part of the API.
+ * Backend-neutral: the kernel interface is backend.h, and no io_uring type
+ * appears here.
+ */
 #ifndef EDDY_INTERNAL_H
 #define EDDY_INTERNAL_H
 
 #include "eddy/eddy.h"
+#include "backend.h"
+#include "list.h"
 
-#include <liburing.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/signalfd.h>
-
-/* The low 3 bits of user_data say what a CQE is for; ops are 8-aligned. */
-enum {
-    TAG_OP = 0,      /* the op's main SQE */
-    TAG_LINK = 1,    /* a linked timeout (deadline): ignored, never dereferenced */
-    TAG_CANCEL = 2,  /* an async cancel we issued: ignored */
-    TAG_BACKOFF = 3, /* accept back-off timer of the op */
-    TAG_MSG_OUT = 4, /* our MSG_RING to another loop: deref only on failure */
-    TAG_MSG_IN = 5,  /* a post another loop sent us with MSG_RING */
-    TAG_QUIET = 6,   /* a cancel/update with CQE_SKIP_SUCCESS: a CQE only on failure, ignored */
-    TAG_MASK = 7,
-};
 
 enum op_kind {
     K_NONE = 0,
@@ -45,11 +39,11 @@ enum op_kind {
 
 enum op_state {
     ST_IDLE = 0,
-    ST_QUEUED,  /* on loop->sq_wait: waiting for SQEs */
-    ST_KERNEL,  /* its SQE is in the kernel */
+    ST_QUEUED,  /* on loop->backlog: waiting for room in the backend */
+    ST_KERNEL,  /* the backend (the kernel) has it */
     ST_PENDING, /* on loop->pending: final callback with op->res next iteration */
     ST_PARKED,  /* on its bufpool's waiters: no buffer free */
-    ST_BACKOFF, /* accept back-off timer in the kernel */
+    ST_BACKOFF, /* accept waiting out EMFILE (a backend timer) */
     ST_WORK,    /* in the worker pool (queued or running) */
     ST_TSPOST,  /* posted from another thread, not drained yet */
     ST_SIGNAL,  /* on loop->signals */
@@ -57,7 +51,7 @@ enum op_state {
 
 enum {
     PF_CANCEL = 1u << 0,      /* eddy_cancel() was called */
-    PF_CANCEL_OWED = 1u << 1, /* an async-cancel SQE is owed (on sq_wait) */
+    PF_CANCEL_OWED = 1u << 1, /* the backend owes a cancel (on loop->backlog) */
     PF_INTERNAL = 1u << 2,    /* loop-owned: not counted as active */
     PF_REPEAT = 1u << 3,      /* repeating timer */
     PF_HAS_BUF = 1u << 4,     /* recv_multi fallback: op->bid is taken */
@@ -70,17 +64,16 @@ enum {
     PF_AGAIN = 1u << 11,      /* the kernel said -EAGAIN: its SQE now is a poll for readiness */
 };
 
-struct oplist {
-    struct eddy_op *head, *tail;
-};
+/* struct oplist and oplist_push/remove/pop/empty, on eddy_op's next/prev */
+LIST_DEFINE(oplist, struct eddy_op, next, prev)
 
 struct eddy_bufpool {
     struct eddy_loop *loop;
     unsigned count, size, out;
-    uint16_t bgid;
+    uint16_t bgid;               /* the backend's buffer group id (ring) */
     bool ring;                   /* kernel buffer ring (else a free stack) */
     unsigned char *mem;          /* count * size */
-    struct io_uring_buf_ring *br;
+    void *br;                    /* the backend's buffer ring (io_uring_buf_ring) */
     size_t br_bytes;
     uint16_t *free_ids;          /* fallback: stack of free ids */
     unsigned nfree;
@@ -116,18 +109,21 @@ struct watchdog {
     _Atomic uint64_t reported;   /* seq the watchdog thread reported */
 };
 
+/* A loop: the backend's allocation begins with it (backend.h, Memory). */
 struct eddy_loop {
-    struct io_uring ring;
+    const struct backend *be;    /* the kernel interface, fixed at init */
     pthread_t owner;
     unsigned features, setup_flags;
-    unsigned entries, cq_entries;
     int64_t now_ns;
-    int64_t flush_mark;          /* coarse ns: when queued SQEs last went out */
+    /* The backend keeps these two for flush_if_late (loop.c). */
+    int64_t flush_mark;          /* coarse ns: when queued work last went out */
+    bool queued;                 /* the backend may hold work not handed over yet */
     unsigned active, refs;
     unsigned attached;           /* pools, servers, clients built on the loop */
-    unsigned inflight;           /* SQEs the kernel holds */
+    unsigned inflight;           /* work the kernel holds (SQEs on io_uring) */
     struct oplist pending;       /* final callbacks for the next iteration */
-    struct oplist sq_wait;       /* ops waiting for SQEs */
+    struct oplist backlog;       /* ops the backend had no room for, and owed
+                                    cancels (PF_CANCEL_OWED), oldest first */
     struct eddy_loop_stats st;
     _Atomic int stop;
     bool closing;                /* destroy: internal ops must not re-arm */
@@ -144,7 +140,6 @@ struct eddy_loop {
     struct oplist signals;
     struct eddy_op sig_op;       /* POLLIN on sig_fd; the loop thread read()s it */
     /* the rest */
-    uint16_t next_bgid;
     struct wpool pool;
     unsigned pool_threads;
     struct watchdog wd;
@@ -154,30 +149,55 @@ struct eddy_loop {
     void *alloc_ud;
 };
 
-/* lists */
-void oplist_push(struct oplist *l, struct eddy_op *op);
-void oplist_remove(struct oplist *l, struct eddy_op *op);
-struct eddy_op *oplist_pop(struct oplist *l);
+/* features.c */
+/* The features EDDY_COMPAT and EDDY_DISABLE switch off; *bad = the
+ * EDDY_DISABLE text when it names an unknown feature (then ignored). */
+unsigned features_env_disable(const char **bad);
+/* disable plus what depends on a feature in it. */
+unsigned features_disable_closure(unsigned disable);
 
 /* loop.c */
 int64_t mono_ns(void);
+int64_t coarse_ns(void);
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);
 int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err);
 void op_start_undo(struct eddy_loop *loop, struct eddy_op *op);
-void op_arm(struct eddy_loop *loop, struct eddy_op *op);
-struct io_uring_sqe *get_sqe_flush(struct eddy_loop *loop);
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res);
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags);
 void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res);
 void op_finish_buffer(struct eddy_loop *loop, struct eddy_op *op, int res, uint16_t bid);
-void sqe_set_aside(struct eddy_loop *loop, struct io_uring_sqe *sqe, struct eddy_op *op);
-void loop_wake(struct eddy_loop *loop);
-void ts_push(struct eddy_loop *loop, struct eddy_op *op);
 
-/* ops.c: prepare the op's SQE(s); false when the SQ has no room */
-bool op_prep(struct eddy_loop *loop, struct eddy_op *op);
-void op_complete(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned cflags);
-void op_backoff_done(struct eddy_loop *loop, struct eddy_op *op, int res);
+/* Starts (or restarts) op in the backend: its SQE(s), or the backlog. */
+static inline void op_arm(struct eddy_loop *loop, struct eddy_op *op)
+{
+    loop->be->arm(loop, op);
+}
+
+/* An op that owes a cancel sits on the backlog while the kernel still has
+ * it; when it completes first, it must leave that list before it moves on. */
+static inline void drop_owed_cancel(struct eddy_loop *loop, struct eddy_op *op)
+{
+    if (op->pflags & PF_CANCEL_OWED) {
+        oplist_remove(&loop->backlog, op);
+        op->pflags &= ~PF_CANCEL_OWED;
+    }
+}
+
+/* The loop has something to run for: eddy_loop_run() goes on. */
+static inline bool loop_alive(const struct eddy_loop *loop)
+{
+    return loop->active || loop->refs || loop->pending.head;
+}
+
+/* post.c */
+/* Wakes the loop from any thread (once until the loop has seen it). */
+void loop_wake(struct eddy_loop *loop);
+/* Hands op to loop's thread from any thread; it runs op_finish(op->res). */
+void ts_push(struct eddy_loop *loop, struct eddy_op *op);
+/* Loop thread: runs everything ts_push() brought, oldest first. */
+void post_drain(struct eddy_loop *loop);
+/* Arms the loop's internal eventfd read that wakes it. */
+void post_arm_wake(struct eddy_loop *loop);
 
 /* bufpool.c */
 void bufpool_park(struct eddy_bufpool *pool, struct eddy_op *op);
@@ -202,7 +222,5 @@ void watchdog_leave(struct eddy_loop *loop);
 /* the loop's allocator */
 void *loop_alloc(struct eddy_loop *loop, size_t n);
 void loop_free(struct eddy_loop *loop, void *p);
-
-#define EDDY_UD(op, tag) ((uint64_t)(uintptr_t)(op) | (tag))
 
 #endif
