@@ -41,7 +41,7 @@ static void test_slowloris_500(void **state)
     ss_start(&H);
     int port = atomic_load(&H.port);
     static int fd[NSLOW];
-    static int64_t t0[NSLOW], tend[NSLOW];
+    static int64_t t0[NSLOW], tend[NSLOW], tlast[NSLOW];
     static size_t sent[NSLOW];
     static char got[NSLOW][64];
     static size_t gotn[NSLOW];
@@ -52,24 +52,36 @@ static void test_slowloris_500(void **state)
         t0[i] = ts_now_ms();
         tend[i] = 0;
         sent[i] = gotn[i] = 0;
+        /* The first byte at once: under emulation the other connects can
+         * take most of the deadline. */
+        if (send(fd[i], head, 1, MSG_NOSIGNAL) == 1) {
+            sent[i] = 1;
+            tlast[i] = t0[i];
+        }
     }
     struct prober pr;
     prober_start(&pr, port, 20);
     /* Every connection sends one more header byte every 100 ms until the
      * server closes it. */
     int open = NSLOW;
-    int64_t last_tick = 0, deadline = ts_now_ms() + 5000;
+    int64_t last_tick = 0, deadline = ts_now_ms() + 5000, max_iter = 0, prev = ts_now_ms();
     static struct pollfd pfd[NSLOW];
     while (open > 0 && ts_now_ms() < deadline) {
         int64_t now = ts_now_ms();
+        /* How long one pass over the 500 connections takes on this machine
+         * (a tick's sends, the poll, the reads): the measure of its speed. */
+        max_iter = now - prev > max_iter ? now - prev : max_iter;
+        prev = now;
         if (now - last_tick >= 100) {
             last_tick = now;
             for (int i = 0; i < NSLOW; i++) {
-                if (tend[i] || sent[i] >= sizeof head - 1)
-                    continue;
+                if (tend[i] || gotn[i] || sent[i] >= sizeof head - 1)
+                    continue; /* closed, or answered: the trickle ends */
                 ssize_t k = send(fd[i], head + sent[i], 1, MSG_NOSIGNAL);
-                if (k == 1)
+                if (k == 1) {
                     sent[i]++;
+                    tlast[i] = now;
+                }
             }
         }
         int n = 0;
@@ -103,8 +115,9 @@ static void test_slowloris_500(void **state)
         }
     }
     prober_stop(&pr);
-    int64_t min_dt = INT64_MAX, max_dt = 0;
+    int64_t min_dt = INT64_MAX, max_dt = 0, max_gap = 0;
     int n408 = 0;
+    size_t min_sent = SIZE_MAX;
     for (int i = 0; i < NSLOW; i++) {
         assert_true(tend[i] != 0); /* closed, not kept forever */
         int64_t dt = tend[i] - t0[i];
@@ -113,19 +126,35 @@ static void test_slowloris_500(void **state)
         got[i][gotn[i]] = 0;
         if (!strncmp(got[i], "HTTP/1.1 408 ", 13))
             n408++;
-        /* the trickle kept coming: at least 9 bytes sent before the close */
-        assert_true(sent[i] >= 5);
+        /* The trickle kept coming: bytes went on arriving, the last one
+         * less than a deadline before the close, so a deadline restarted by
+         * each byte would not have closed it.  (Counted in bytes this
+         * depended on the machine's speed: a tick of 500 sends and a poll of
+         * 500 descriptors takes far longer than 100 ms under emulation.) */
+        assert_true(sent[i] >= 2);
+        assert_true(tend[i] - tlast[i] < 1000);
+        min_sent = sent[i] < min_sent ? sent[i] : min_sent;
+        max_gap = tend[i] - tlast[i] > max_gap ? tend[i] - tlast[i] : max_gap;
         close(fd[i]);
     }
     print_message("slowloris: %d conns closed after %lld..%lld ms (deadline 1000), "
-                  "%d got 408; prober %d GETs, max %d ms, %d failed\n",
-                  NSLOW, (long long)min_dt, (long long)max_dt, n408, pr.n, pr.max_ms, pr.fails);
+                  "%d got 408, each sent >= %zu bytes, the last <= %lld ms before the close; "
+                  "prober %d GETs, max %d ms, %d failed; a pass over them took <= %lld ms\n",
+                  NSLOW, (long long)min_dt, (long long)max_dt, n408, min_sent,
+                  (long long)max_gap, pr.n, pr.max_ms, pr.fails, (long long)max_iter);
     assert_true(min_dt >= 1000 - 5); /* the deadline counts from the accept, after connect */
-    assert_true(max_dt <= 1000 + LATE_MS);
+    /* Late by at most: a sweep and the scheduling of a loaded machine
+     * (LATE_MS), the server's own pass over the 500 expiries (about what
+     * the client's pass over them costs on the same machine), and the
+     * client noticing (up to one pass of its own).  Natively a pass takes
+     * a few ms; under emulation hundreds. */
+    assert_true(max_dt <= 1000 + LATE_MS + 2 * max_iter);
     assert_int_equal(n408, NSLOW); /* each was told why */
     assert_int_equal(pr.fails, 0);
-    assert_true(pr.n >= 10);
-    assert_true(pr.max_ms < 300);
+    assert_true(pr.n >= 3); /* served all the while (50 GETs natively, 5 under emulation) */
+    /* A GET waits at most for one pass of the server's loop over the 500
+     * connections, besides its own round trip. */
+    assert_true(pr.max_ms < 300 + max_iter);
     struct eddy_http_stats st;
     ss_stats(&H, &st, NULL);
     assert_true(st.timeouts >= NSLOW);
@@ -217,10 +246,20 @@ static void test_slow_reader(void **state)
     char req[128];
     int n = snprintf(req, sizeof req, "GET /big?n=%d HTTP/1.1\r\nHost: t\r\n\r\n", BIG);
     cli_send(fd, req, (size_t)n);
+    /* What writing 16 MiB into fresh memory costs on this machine: the
+     * server's handler does that on its loop (the answer's body, copied
+     * once more as the buffer grows), and a GET arriving meanwhile waits
+     * for it (natively a few ms, under emulation a few hundred). */
+    int64_t tf = ts_now_ms();
+    char *fill = malloc(BIG);
+    assert_non_null(fill);
+    memset(fill, 'x', BIG);
+    tf = ts_now_ms() - tf;
+    free(fill);
     /* Never read; meanwhile others are served. */
     usleep(100000);
     int ms = timed_get(port);
-    assert_true(ms >= 0 && ms < 300);
+    assert_true(ms >= 0 && ms < 300 + 2 * tf);
     assert_int_equal(ss_wait_conns(&H, 0, 3000), 0);
     int64_t dt = ts_now_ms() - t0;
     long peak = atomic_load(&H.peak) - base;
@@ -242,8 +281,9 @@ static void test_slow_reader(void **state)
     struct eddy_http_stats st;
     ss_stats(&H, &st, NULL);
     print_message("slow reader: closed %lld ms after the request (send deadline 500); client "
-                  "got %zu of %d bytes; server heap peak +%ld bytes, +%ld after the close\n",
-                  (long long)dt, total, BIG, peak, after);
+                  "got %zu of %d bytes; server heap peak +%ld bytes, +%ld after the close; "
+                  "a GET meanwhile took %d ms (16 MiB written here in %lld ms)\n",
+                  (long long)dt, total, BIG, peak, after, ms, (long long)tf);
     assert_true(dt >= 500);
     assert_true(dt <= 500 + 1000 + LATE_MS); /* filling the socket buffers takes a moment */
     assert_true(total < (size_t)BIG);
@@ -294,10 +334,27 @@ static void *pipe_reader_main(void *arg)
     return NULL;
 }
 
+/*
+ * What the server may hold for a connection whose reading it stopped: its
+ * stash of unparsed bytes grows to PEND_STOP (64 KiB, proto/src/server.c),
+ * then the multishot receive is cancelled; every receive buffer the kernel
+ * filled before the cancel lands is stashed too.  On 6.1 a multishot
+ * receive fills every free buffer of the ring in one go (measured under
+ * QEMU: stash capacity 256 KiB with a 64-buffer ring, 1 MiB with 256,
+ * 4 MiB with 1024; 6.18 stopped near 1 MiB with 1024), so the bound is
+ * the ring: at most PEND_STOP + ring bytes, in a buffer that doubles, plus
+ * the pipelined requests' answers and the session (about 110 KB).  A ring
+ * of 64 x 4 KiB keeps that well under the 3.6 MB sent.
+ */
+#define PIPE_RBUFS 64u
+#define PIPE_HELD_MAX (2L * ((64L << 10) + PIPE_RBUFS * 4096L) + (256L << 10))
+
 static void test_pipeline_never_read(void **state)
 {
     (void)state;
     base_opts();
+    H.o.rbuf_count = PIPE_RBUFS;
+    H.o.rbuf_size = 4096;
     ss_start(&H);
     int port = atomic_load(&H.port);
     long base = atomic_load(&H.live);
@@ -360,7 +417,7 @@ static void test_pipeline_never_read(void **state)
     assert_true(st2.read_stops >= 1);
     assert_true(st2.requests == st1.requests);
     assert_true(st2.requests < NPIPE);
-    assert_true(peak < (4L << 20)); /* a few MiB, not 100,000 requests' worth */
+    assert_true(peak < PIPE_HELD_MAX); /* the ring's worth, not 100,000 requests' */
     /* Others are still served. */
     int ms = timed_get(port);
     assert_true(ms >= 0 && ms < 300);
@@ -386,7 +443,7 @@ static void test_pipeline_never_read(void **state)
     assert_int_equal(sent, total);
     assert_int_equal(rd.answers, NPIPE);
     assert_int_equal(rd.bad, 0);
-    assert_true(atomic_load(&H.peak) - base < (4L << 20));
+    assert_true(atomic_load(&H.peak) - base < PIPE_HELD_MAX);
     ss_stop(&H);
 }
 

@@ -734,10 +734,14 @@ static void test_rate_start_span(void **state)
     assert_int_equal((int)jnum_in(r.json, "rate", "started"), 5);
     assert_int_equal((int)jnum_in(r.json, "rate", "not_started"), 0);
     double span = jnum_in(r.json, "rate", "start_span_s");
-    assert_true(span >= 0.4 && span < 0.6);
+    /* Starts never come early, but the first may lag its slot (by up to the
+     * 10 ms late threshold before it counts as late) while the last is on
+     * time: the span is 0.4 s minus that lag at the least (0.399 s seen on
+     * an emulated 6.1 kernel). */
+    assert_true(span >= 0.4 - 0.010 && span < 0.6);
     double sr = jnum_in(r.json, "rate", "started_per_s");
     assert_true(fabs(sr - 4 / span) < 0.01);
-    assert_true(sr > 6.6 && sr <= 10.0 + 1e-9);
+    assert_true(sr > 6.6 && sr <= 4 / (0.4 - 0.010) + 1e-9);
     /* Lateness: a start is late beyond max(1 ms, 10 % of the interval). */
     assert_true(jnum_in(r.json, "rate", "late_threshold_ms") == 10);
     int late = (int)jnum_in(r.json, "rate", "late");
