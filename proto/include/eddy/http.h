@@ -241,7 +241,9 @@ struct eddy_http_stats {
     uint64_t read_stops;                            /* reading stopped for back-pressure */
     unsigned conns;                                 /* open now */
     unsigned conn_size;                             /* sizeof the per-connection struct */
-    unsigned idle_conn_bytes;                       /* user-space bytes an idle keep-alive connection holds */
+    unsigned idle_conn_bytes;                       /* user-space bytes an idle keep-alive connection holds
+                                                       (today conn_size: an idle connection is its
+                                                       struct alone, the session goes back to a pool) */
 };
 void eddy_http_server_stats(const struct eddy_http_server *srv, struct eddy_http_stats *out);
 
@@ -271,8 +273,6 @@ int eddy_http_version(const struct eddy_http_req *req);
 /* The peer's address (getpeername); 0 or -errno (-ENOTCONN once closed). */
 int eddy_http_peer(const struct eddy_http_req *req, struct sockaddr_storage *addr,
                    socklen_t *len);
-/* The server the request came to. */
-struct eddy_http_server *eddy_http_req_server(const struct eddy_http_req *req);
 
 /* Calls cb(req, ud) if the client goes away before req is answered. */
 void eddy_http_on_abort(struct eddy_http_req *req, eddy_http_abort_cb cb, void *ud);
