@@ -8,6 +8,9 @@
  *                         loop thread: every other client of the loop waits,
  *                         and the stall watchdog says so on stderr.
  *   GET /api/offload      the blocking fetch on the worker pool instead.
+ *   GET /api/coro         the blocking version's straight line, on a fiber
+ *                         of its own: eddy_http_fetch_await() parks the
+ *                         fiber, not the loop (eddy/http_fiber.h).
  *   GET /plaintext        "Hello, World!" (benchmarks).
  *   GET /stats            JSON counters of the loop that answers.
  *   GET /                 the home page: the lesson, each route's code next
@@ -22,7 +25,7 @@
  *
  * The time service runs on its own loop thread and port, so /api/block
  * shows serialization rather than a deadlock; --upstream self points the
- * three fetching routes at the demo's own port, the original single-loop
+ * four fetching routes at the demo's own port, the original single-loop
  * set-up, where /api/block can only end in a 504 after --timeout.
  *
  * Threads: --threads N loops, each with its own server on the same port
@@ -33,8 +36,10 @@
  */
 #define _GNU_SOURCE
 #include "eddy/eddy.h"
+#include "eddy/fiber.h"
 #include "eddy/http.h"
 #include "eddy/http_client.h"
+#include "eddy/http_fiber.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -58,12 +63,12 @@
 /* ---- routes and their statistics ------------------------------------- */
 
 enum route {
-    R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD, R_PLAINTEXT, R_STATS, R_PAGE, R_RACE, R_ROUTES,
-    R_STALLS, R_COUNT
+    R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD, R_CORO, R_PLAINTEXT, R_STATS, R_PAGE, R_RACE,
+    R_ROUTES, R_STALLS, R_COUNT
 };
 static const char *const route_path[R_COUNT] = {
-    "/api/time", "/api/noblock", "/api/block", "/api/offload", "/plaintext", "/stats",
-    "/",         "/api/race",    "/api/routes", "/api/stalls",
+    "/api/time", "/api/noblock", "/api/block", "/api/offload", "/api/coro", "/plaintext",
+    "/stats",    "/",            "/api/race",  "/api/routes",  "/api/stalls",
 };
 
 /*
@@ -213,7 +218,7 @@ static struct {
 
 /* ---- per-loop state --------------------------------------------------- */
 
-enum job_kind { J_TIME, J_NOBLOCK, J_BLOCK, J_OFFLOAD };
+enum job_kind { J_TIME, J_NOBLOCK, J_BLOCK, J_OFFLOAD, J_CORO };
 
 /* One request that is answered later.  Taken from the loop's free list. */
 struct job {
@@ -247,6 +252,8 @@ struct loopctx {
     struct eddy_loop *loop;
     struct eddy_http_server *srv;
     struct eddy_http_client *cli;
+    bool fibers;                           /* eddy_fiber_setup() done: /api/coro */
+    struct eddy_http_fiber_route coro_route;
     struct eddy_op stop_op;
     struct eddy_op dump_op;   /* SIGUSR1: print /stats to stderr */
     atomic_bool dump_pending; /* dump_op is posted and has not run yet */
@@ -310,7 +317,7 @@ static struct job *job_get(struct loopctx *lc, struct eddy_http_req *req, enum j
     return j;
 }
 
-static const enum route kind_route[] = {R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD};
+static const enum route kind_route[] = {R_TIME, R_NOBLOCK, R_BLOCK, R_OFFLOAD, R_CORO};
 
 static void route_begin(struct loopctx *lc, enum route r)
 {
@@ -406,6 +413,8 @@ static void job_abort(struct eddy_http_req *req, void *ud)
         break;
     case J_BLOCK:
         break; /* the posted call looks at eddy_http_aborted() */
+    case J_CORO:
+        break; /* not used: the fiber route cancels the fiber itself */
     }
 }
 
@@ -639,6 +648,38 @@ static void h_offload(struct eddy_http_req *req, void *ud)
 }
 /* excerpt end */
 
+/*
+ * /api/coro: /api/block's straight line, on a fiber of its own (the route
+ * is eddy_http_route_fiber's).  eddy_http_fetch_await() starts the same
+ * asynchronous fetch as /api/noblock and parks this fiber, not the loop,
+ * until the fetch's completion resumes it.  If the client goes away, the
+ * route cancels the fiber: the await returns -ECANCELED (503, discarded).
+ */
+/* excerpt: coro */
+static void h_coro(struct eddy_http_req *req, void *ud) /* on a fiber of its own */
+{
+    /* excerpt end */
+    struct loopctx *lc = ud;
+    route_begin(lc, R_CORO);
+    struct job *j = job_get(lc, req, J_CORO);
+    if (!j) {
+        answer_no_job(lc, R_CORO, req, mono_ns());
+        return;
+    }
+    /* excerpt: coro ... */
+    unix_now(j->now, sizeof j->now);
+    struct eddy_http_pair a = {"time", j->now};
+    struct eddy_http_fetch f;
+    memset(&f, 0, sizeof f);
+    f.url = cfg.upstream;
+    f.args = &a;
+    f.nargs = 1;
+    int err = eddy_http_fetch_await(lc->cli, &f);
+    answer_upstream(j, err, &f.resp);
+    eddy_http_fetch_release(&f);
+}
+/* excerpt end */
+
 /* ---- /plaintext and /stats --------------------------------------------- */
 
 static void h_plaintext(struct eddy_http_req *req, void *ud)
@@ -700,6 +741,9 @@ static size_t stats_json(struct loopctx *lc, char *buf, size_t cap)
                   U(cs.fetches), U(cs.connects), U(cs.reuses), U(cs.retries), cs.conns, cs.idle,
                   cs.queued, cs.active);
     }
+    if (lc->fibers) /* /api/coro's: requests refused (503) for want of a fiber are only here */
+        sb_printf(&b, "\"fibers\":{\"spawned\":%llu,\"refused\":%llu,\"running\":%u},",
+                  U(lc->coro_route.spawned), U(lc->coro_route.refused), lc->coro_route.running);
     sb_printf(&b, "\"routes\":{");
     for (int r = 0; r < R_COUNT; r++) {
         const struct route_stats *rs = &lc->routes[r];
@@ -949,6 +993,11 @@ static const struct race_route race_routes[] = {
      "the loop stays free, but only as many calls run at once as the pool has threads.",
      "waves as wide as the pool (<code>--pool</code>): n requests take about n / pool "
      "delays."},
+    {"coro", "/api/coro", "eddy_http_fetch_await",
+     "reads like <b>block</b>, one straight line: fetch, then answer. But it runs on a "
+     "<em>fiber</em> of its own, and <code>eddy_http_fetch_await</code> starts noblock's "
+     "asynchronous fetch and parks the fiber, not the loop, until the completion resumes it.",
+     "noblock's column: every wait overlaps, so n requests take about one delay."},
 };
 #define RACE_ROUTES (sizeof race_routes / sizeof race_routes[0])
 #define RACE_MAX_N 200
@@ -1603,6 +1652,18 @@ static int lc_setup(struct loopctx *lc)
         rc = eddy_http_route(lc->srv, "GET", "/api/block", EDDY_HTTP_EXACT, h_block, lc);
     if (rc == 0 && !lc->is_time)
         rc = eddy_http_route(lc->srv, "GET", "/api/offload", EDDY_HTTP_EXACT, h_offload, lc);
+    if (rc == 0 && !lc->is_time) {
+        /* /api/coro's handlers run on fibers from this loop's stack pool
+         * (the defaults: 64 KiB stacks with guard pages). */
+        what = "fibers";
+        rc = eddy_fiber_setup(lc->loop, NULL);
+        lc->fibers = rc == 0;
+        if (rc == 0) {
+            what = "route";
+            rc = eddy_http_route_fiber(lc->srv, &lc->coro_route, "GET", "/api/coro",
+                                       EDDY_HTTP_EXACT, h_coro, lc, NULL);
+        }
+    }
     if (rc == 0)
         rc = eddy_http_route(lc->srv, "GET", "/plaintext", EDDY_HTTP_EXACT, h_plaintext, lc);
     if (rc == 0)
@@ -1652,6 +1713,9 @@ static void lc_teardown(struct loopctx *lc)
         lc->rc = 1;
     lc->cli = NULL;
     lc->srv = NULL;
+    if (lc->fibers && eddy_fiber_teardown(lc->loop) < 0)
+        lc->rc = 1;
+    lc->fibers = false;
     if (lc->abandoned)
         return; /* the pool threads still use the loop and the jobs */
     while (lc->chunks) {
@@ -1815,6 +1879,7 @@ static void usage(FILE *f)
         "  /api/noblock      fetches the upstream with the async client\n"
         "  /api/block        the same with the blocking client on the loop thread (stalls it)\n"
         "  /api/offload      the blocking client on the worker pool\n"
+        "  /api/coro         the async client awaited on a fiber: /api/block's straight line\n"
         "  /plaintext        \"Hello, World!\"\n"
         "  /                 the home page: the lesson, each route's code next to its\n"
         "                    timeline, races, live /stats and stall reports (inline\n"
@@ -1855,8 +1920,8 @@ static void usage(FILE *f)
         "                         one; \"off\" runs no time service and needs --upstream\n"
         "  --threads N            main loops, one per thread, SO_REUSEPORT (default 1;\n"
         "                         1-256)\n"
-        "  --upstream URL|self    what /api/noblock, /api/block and /api/offload fetch\n"
-        "                         (default: the time service).  URL:\n"
+        "  --upstream URL|self    what /api/noblock, /api/block, /api/offload and /api/coro\n"
+        "                         fetch (default: the time service).  URL:\n"
         "                         http://host[:port][/path][?query] (scheme in any case;\n"
         "                         host a name, IPv4 or [IPv6]; port 1-65535; no user@),\n"
         "                         checked at start; without a path it gets /api/time\n"
@@ -2389,7 +2454,8 @@ int main(int argc, char **argv)
         snprintf(tport, sizeof tport, "%u", cfg.time_port);
     }
     printf("eddy-demo: port %u time-port %s: serving http://%s:%u/api/time /api/noblock "
-           "/api/block /api/offload /plaintext /stats / /api/race /api/routes /api/stalls; "
+           "/api/block /api/offload /api/coro /plaintext /stats / /api/race /api/routes "
+           "/api/stalls; "
            "time service %s; upstream %s; %u loop%s\n",
            cfg.port, tport, dial, cfg.port, tsvc, cfg.upstream, cfg.threads,
            cfg.threads == 1 ? "" : "s");

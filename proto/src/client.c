@@ -14,6 +14,8 @@
 #define _GNU_SOURCE
 #include "url.h"
 
+#include "eddy/fiber.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1012,4 +1014,56 @@ void eddy_http_fetch_release(struct eddy_http_fetch *f)
 {
     if (f->p_.state == F_IDLE)
         eddy_http_response_free(&f->resp);
+}
+
+/* ---- awaiting, on a fiber (eddy/fiber.h) --------------------------------- */
+
+/* On the awaiting fiber's stack: the fiber is parked until await_done. */
+struct fetch_wait {
+    struct eddy_fiber_waiter w;
+    struct eddy_http_client *cli;
+    struct eddy_http_fetch *f;
+};
+
+/* The fetch's final callback: nothing of the client refers to f any more,
+ * so the fiber may free or restart f as soon as it runs (it runs inside
+ * this call). */
+static void await_done(struct eddy_http_fetch *f, int err)
+{
+    struct fetch_wait *fw = f->p_.waiter;
+    f->p_.waiter = NULL;
+    eddy_fiber_wake(&fw->w, err);
+}
+
+/* The fiber was cancelled or its deadline passed: cancel the fetch; its
+ * final callback (never this call's: a cancel does not deliver
+ * synchronously) wakes the fiber. */
+static void await_cancel(struct eddy_fiber_waiter *w)
+{
+    struct fetch_wait *fw = eddy_container_of(w, struct fetch_wait, w);
+    eddy_http_fetch_cancel(fw->cli, fw->f);
+}
+
+int eddy_http_fetch_await(struct eddy_http_client *cli, struct eddy_http_fetch *f)
+{
+    struct eddy_fiber *self = eddy_fiber_self();
+    if (!self)
+        return -EPERM;
+    if (eddy_fiber_loop(self) != cli->loop)
+        return -EINVAL;
+    int rc = eddy_fiber_cancelled() ? -ECANCELED : eddy_http_fetch_start(cli, f, await_done);
+    if (rc < 0) {
+        /* Nothing to wait for; but a deadline set for this call
+         * (eddy_fiber_timeout) is used up, as by the runtime's own
+         * awaiting calls: a sleep until a time past does that, and is at
+         * most one yield. */
+        (void)eddy_fiber_sleep_until(0);
+        return rc;
+    }
+    struct fetch_wait fw;
+    memset(&fw, 0, sizeof fw);
+    fw.cli = cli;
+    fw.f = f;
+    f->p_.waiter = &fw;
+    return eddy_fiber_suspend(&fw.w, await_cancel);
 }

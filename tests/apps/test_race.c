@@ -182,7 +182,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* ---- tests -------------------------------------------------------------- */
 
-#define LIST "/api/block, /api/noblock, /api/offload"
+#define LIST "/api/block, /api/noblock, /api/offload, /api/coro"
 
 /* Every 400, each with its reason; nothing is raced. */
 static void test_race_bad_inputs(void **state)
@@ -347,6 +347,20 @@ static void test_race_shapes(void **state)
     assert_true(e[0] >= 200);
     assert_true(e[4] >= 400);            /* the fifth waits for one of the 4 workers */
     assert_true(r.wall < 6 * 200);       /* two waves, not eight steps */
+
+    /* coro reads like block but runs like noblock: one column. */
+    race_run(d.port, "/api/coro", 10, &r, 20000);
+    last_start = 0, first_end = 1e9;
+    for (unsigned i = 0; i < r.n; i++) {
+        assert_int_equal(r.status[i], 200);
+        last_start = r.start[i] > last_start ? r.start[i] : last_start;
+        first_end = r.end[i] < first_end ? r.end[i] : first_end;
+    }
+    print_message("coro x10: last start %.1f, first end %.1f, wall %.1f ms\n", last_start,
+                  first_end, r.wall);
+    assert_true(last_start < first_end); /* every one overlaps every other */
+    assert_true(first_end >= 200);
+    assert_true(r.wall < 4 * 200);       /* about one delay, not ten */
     demo_done(&d);
 }
 
@@ -474,6 +488,8 @@ static void test_page(void **state)
         "<section class=\"route r0\" id=\"route-block\" data-route=\"block\">",
         "<section class=\"route r1\" id=\"route-noblock\" data-route=\"noblock\">",
         "<section class=\"route r2\" id=\"route-offload\" data-route=\"offload\">",
+        "<section class=\"route r3\" id=\"route-coro\" data-route=\"coro\">",
+        "int err = <mark>eddy_http_fetch_await</mark>(lc-&gt;cli, &amp;f);",
         "int err = <mark>eddy_http_blocking_fetch</mark>(cfg.upstream, &quot;GET&quot;",
         "int rc = <mark>eddy_http_fetch_start</mark>(lc-&gt;cli, &amp;j-&gt;fetch, "
         "noblock_fetched);",
@@ -481,7 +497,8 @@ static void test_page(void **state)
         "offload_done);",
         "<script type=\"application/json\" id=\"eddy-data\">{\"routes\":[{\"name\":\"block\","
         "\"path\":\"/api/block\"},{\"name\":\"noblock\",\"path\":\"/api/noblock\"},"
-        "{\"name\":\"offload\",\"path\":\"/api/offload\"}],\"max_n\":200,\"delay_ms\":200,",
+        "{\"name\":\"offload\",\"path\":\"/api/offload\"},{\"name\":\"coro\","
+        "\"path\":\"/api/coro\"}],\"max_n\":200,\"delay_ms\":200,",
         "<noscript>",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -503,7 +520,8 @@ static void test_page(void **state)
     assert_int_equal(r.status, 200);
     if (!matches("^\\{\"routes\":\\[\\{\"name\":\"block\",\"path\":\"/api/block\"\\},"
                  "\\{\"name\":\"noblock\",\"path\":\"/api/noblock\"\\},\\{\"name\":\"offload\","
-                 "\"path\":\"/api/offload\"\\}\\],\"max_n\":200,\"delay_ms\":200,\"pool\":4,"
+                 "\"path\":\"/api/offload\"\\},\\{\"name\":\"coro\",\"path\":\"/api/coro\"\\}\\],"
+                 "\"max_n\":200,\"delay_ms\":200,\"pool\":4,"
                  "\"stall_ms\":100,\"threads\":1,\"timeout_ms\":60000,\"race_timeout_ms\":60000,"
                  "\"upstream\":\"http://127\\.0\\.0\\.1:[0-9]+/api/time\"\\}\n$",
                  r.body))

@@ -27,3 +27,6 @@ if(CMAKE_CXX_COMPILER)
   add_test(NAME test_cxx_http COMMAND test_cxx_http)
   set_tests_properties(test_cxx_http PROPERTIES LABELS unit TIMEOUT 30)
 endif()
+# HTTP on fibers: fiber routes (pipelining, abort, shutdown drain, spawn
+# refused) and eddy_http_fetch_await (issue 14).
+eddy_test(test_http_fiber proto/test_http_fiber.c LABELS integration fiber TIMEOUT 120 LIBS eddy_http)

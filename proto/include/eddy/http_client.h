@@ -174,6 +174,7 @@ struct eddy_http_fetch {
         size_t req_len;
         struct iovec iov[2];
         int state, err, idempotent, head, fresh;
+        void *waiter;                    /* eddy_http_fetch_await's fiber */
     } p_;
 };
 
@@ -249,6 +250,34 @@ int eddy_http_fetch_start(struct eddy_http_client *cli, struct eddy_http_fetch *
  * Returns 0, or -ENOENT if f is not active.
  */
 int eddy_http_fetch_cancel(struct eddy_http_client *cli, struct eddy_http_fetch *f);
+
+/*
+ * Awaiting (eddy/fiber.h): the fetch as one straight line of a fiber,
+ *
+ *     int err = eddy_http_fetch_await(cli, &f);   // like the blocking client, but
+ *     if (err == 0) use(f.resp.status, f.resp.body);  // only this fiber waits
+ *     eddy_http_fetch_release(&f);
+ *
+ * Starts f (as eddy_http_fetch_start() does; f->data stays yours), suspends
+ * the calling fiber until f's final callback and returns that callback's
+ * err: 0 with f->resp filled, or the fetch's -errno (the list at the top).
+ * The fiber's loop must be cli's (else -EINVAL).  Like every awaiting call of fiber.h:
+ *   - outside a fiber it returns -EPERM and starts nothing;
+ *   - a fiber already cancelled gets -ECANCELED and starts nothing;
+ *   - eddy_fiber_cancel() of the fiber (a fiber route's abort, for one)
+ *     cancels the fetch, and the call returns -ECANCELED once the fetch's
+ *     final callback has run, so f may be freed or reused on return;
+ *   - a fiber deadline (eddy_fiber_timeout(), eddy_fiber_deadline_push())
+ *     that passes cancels the fetch the same way and returns -ETIME (the
+ *     client's own request_timeout_ms is still -ETIMEDOUT).  A deadline
+ *     already past starts the fetch and cancels it at once;
+ *   - a fetch whose result was decided before its cancellation took effect
+ *     returns that result (0 and a response, or its error).
+ * The starter's errors (-EINVAL, -ENOMEM, -ESHUTDOWN, -EBUSY) come back
+ * without a wait beyond one yield.  Free the response with
+ * eddy_http_fetch_release() (or the next start) as usual.
+ */
+int eddy_http_fetch_await(struct eddy_http_client *cli, struct eddy_http_fetch *f);
 
 /* True while f is started and its callback has not run yet. */
 int eddy_http_fetch_active(const struct eddy_http_fetch *f);
