@@ -2,7 +2,7 @@
  * Fiber routes (eddy/http_fiber.h): a route whose handler runs on a fiber
  * of its own.  Built on the public API only — eddy_http_route() with a
  * trampoline handler, eddy_http_on_abort(), and fiber.h — so the server
- * knows nothing of fibers; internal.h is read for the server's loop alone.
+ * knows nothing of fibers (and this file nothing of the server's insides).
  *
  * Per request one small context (the loop's allocator) links the request,
  * the route and the fiber: the spawn needs it before the fiber's stack
@@ -12,8 +12,6 @@
  * then (its contract), after which the server calls no abort callback.
  */
 #define _GNU_SOURCE
-#include "internal.h"
-
 #include "eddy/http_fiber.h"
 
 #include <assert.h>
@@ -99,11 +97,11 @@ int eddy_http_route_fiber(struct eddy_http_server *srv, struct eddy_http_fiber_r
     size_t ss = fo ? fo->stack_size : 0;
     if (ss && (ss < EDDY_FIBER_STACK_MIN || ss > EDDY_FIBER_STACK_MAX))
         return -EINVAL;
-    int rc = fibers_ready(srv->loop);
+    int rc = fibers_ready(eddy_http_server_loop(srv));
     if (rc < 0)
         return rc;
     memset(rt, 0, sizeof *rt);
-    rt->loop_ = srv->loop;
+    rt->loop_ = eddy_http_server_loop(srv);
     rt->handler_ = handler;
     rt->ud_ = ud;
     rt->stack_size_ = ss;

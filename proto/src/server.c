@@ -429,6 +429,11 @@ err:
     return rc;
 }
 
+struct eddy_loop *eddy_http_server_loop(const struct eddy_http_server *srv)
+{
+    return srv->loop;
+}
+
 int eddy_http_server_port(const struct eddy_http_server *srv)
 {
     struct sockaddr_storage ss;

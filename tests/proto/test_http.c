@@ -1127,6 +1127,7 @@ static void test_unit_api(void **state)
     struct eddy_loop *loop = ts_loop_new(NULL);
     struct eddy_http_server *srv;
     assert_int_equal(eddy_http_server_init(&srv, loop, NULL), 0);
+    assert_ptr_equal(eddy_http_server_loop(srv), loop);
     assert_int_equal(eddy_http_route(srv, "GET", "/x", 7, h_plaintext, NULL), -EINVAL);
     assert_int_equal(eddy_http_route(srv, "GET", NULL, 0, h_plaintext, NULL), -EINVAL);
     /* routes that could never match are refused at once */

@@ -207,6 +207,9 @@ int eddy_http_server_adopt(struct eddy_http_server *srv, int fd);
 /* The bound port (useful with port 0), or a negative errno. */
 int eddy_http_server_port(const struct eddy_http_server *srv);
 
+/* The loop the server runs on (for layers built on the server). */
+struct eddy_loop *eddy_http_server_loop(const struct eddy_http_server *srv);
+
 /*
  * Creates a listening TCP socket (SO_REUSEADDR, optionally SO_REUSEPORT;
  * "::" is dual stack).  Returns the descriptor or a negative errno.  For
