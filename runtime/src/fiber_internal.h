@@ -63,7 +63,8 @@ struct eddy_fiber {
     uint8_t cancelled;
     uint8_t detached;
     /* the stack */
-    uint8_t guarded;                /* a guard page below lo (else a canary) */
+    uint8_t guarded;                /* a guard page below lo (else packed: a canary in
+                                     * the 16 bytes below lo, the slot's first) */
     uint8_t cold;                   /* pooled with its pages given back */
     struct stack_class *cls;
     char *lo;                       /* lowest usable byte */
@@ -94,7 +95,8 @@ void stack_pool_free(struct stack_pool *p);
  * fields set), or NULL with *err (-ENOMEM / -EAGAIN). */
 struct eddy_fiber *stack_take(struct stack_pool *p, size_t slot, int *err);
 void stack_give(struct stack_pool *p, struct eddy_fiber *f);
-/* Aborts with a report if an unguarded stack's canary was overwritten. */
+/* Aborts with a report if an unguarded stack's canary was overwritten (the
+ * report and abort() run on a stack of their own, not the overflowed one). */
 void stack_check(const struct eddy_fiber *f);
 /* Installs the SIGSEGV handler (at every setup, unless it is in place). */
 void stack_overflow_install(void);

@@ -4,12 +4,31 @@
  * whose stack overflowed into its guard page.
  *
  * A stack slot is `slot` bytes (the stack size the user asked for): the
- * stack grows down from near its top, where the fiber's record sits; the
- * last 16 bytes hold the canary of the slot above it (unguarded slots are
- * packed, so an overflow of slot i runs first into those 16 bytes).
+ * stack grows down from its top, where the fiber's record sits.  An
+ * unguarded slot's first 16 bytes hold its canary (f->lo, the lowest usable
+ * byte, is just above it), so an overflow of a packed slot runs first into
+ * its own canary, then into the top of the slot below (that slot's record),
+ * or for slot 0 into the chunk's guard page:
  *
- *   guarded:    [guard page][slot]                     one mapping each, split in two
- *   unguarded:  [header page][slot 0][slot 1]...       one mapping per ~2 MiB
+ *   guarded:    [guard page][slot]                          two mappings each
+ *   packed:     [guard page][c|slot 0][c|slot 1]...[c|slot n-1]   two per ~2 MiB
+ *
+ * Nothing but a guard page, or the canary and top of another stack, lies
+ * below a stack: the pool's bookkeeping (struct chunk) is allocated apart.
+ * Mappings are budgeted (vm.max_map_count): a guarded stack and a chunk's
+ * guard page cost two each; guarded stacks stop CHUNK_GUARD_RESERVE short
+ * of the budget, so that the packed stacks AUTO falls back to keep a guard
+ * page below their chunk.  A chunk mapped when even that is spent has a
+ * plain page in its place (a landing zone for an overflow of slot 0 by less
+ * than a page, which the canary then reports) and costs one mapping that
+ * can merge with its neighbours, as all chunks did before.
+ *
+ * The canary check runs at switches, on the stack of the fiber that is
+ * leaving, whose stack pointer may be below its stack already: a failed
+ * check moves to a stack of its own (last_stack) before it reports and
+ * aborts, so the report cannot run further down, and abort() (its lazy
+ * binding included, which saves the whole vector state on the stack: more
+ * than 3 KiB with AVX-512) never runs there.
  */
 #define _GNU_SOURCE
 #include "fiber_internal.h"
@@ -38,12 +57,17 @@
 #define CANARY_BYTES 16
 #define CANARY 0xE5D1F1BE5A5AA5A5ull
 #define MAP_RESERVE 8192 /* mappings left to the rest of the process */
+#define CHUNK_GUARD_RESERVE 2048 /* mappings kept for chunks' guard pages */
 #define CHUNK_BYTES (2u << 20)
 #define NCLASSES 8
 
+/* A chunk of packed stacks: [guard page][slot 0]...; allocated apart from
+ * it, so that no overflow reaches it. */
 struct chunk {
     struct chunk *next;
+    char *base;      /* the mapping; slot 0 at base + page */
     size_t len;
+    bool guarded;    /* its first page is PROT_NONE (two mappings counted) */
 };
 
 struct stack_class {
@@ -61,11 +85,12 @@ struct stack_pool {
     struct stack_class cls[NCLASSES];
     unsigned ncls;
     struct chunk *chunks;
-    bool warned;
+    bool warned, warned_chunk;
 };
 
 static size_t g_page;
-static long g_guard_budget;          /* guarded stacks the process may map */
+static long g_map_budget;            /* mappings all stacks may use, all loops */
+static atomic_long g_maps;           /* mappings counted against it */
 static atomic_long g_guarded;        /* guarded stacks mapped, all loops */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -83,7 +108,22 @@ static void init_once(void)
         }
         close(fd);
     }
-    g_guard_budget = max > MAP_RESERVE ? (max - MAP_RESERVE) / 2 : 0;
+    g_map_budget = max > MAP_RESERVE ? max - MAP_RESERVE : 0;
+}
+
+/* Takes n mappings of the budget, leaving `keep` of it untaken. */
+static bool maps_take(long n, long keep)
+{
+    if (atomic_fetch_add(&g_maps, n) + n > g_map_budget - keep) {
+        atomic_fetch_sub(&g_maps, n);
+        return false;
+    }
+    return true;
+}
+
+static void maps_put(long n)
+{
+    atomic_fetch_sub(&g_maps, n);
 }
 
 size_t stack_page(void)
@@ -113,18 +153,25 @@ static uint64_t canary_of(const struct eddy_fiber *f)
     return CANARY ^ (uint64_t)(uintptr_t)f->lo;
 }
 
-/* The record of a slot whose lowest byte is lo. */
-static struct eddy_fiber *record_at(char *lo, size_t slot)
+/* The lowest byte of f's slot: its canary, if it has one. */
+static char *slot_base(const struct eddy_fiber *f)
 {
-    uintptr_t r = (uintptr_t)lo + slot - CANARY_BYTES - sizeof(struct eddy_fiber);
+    return f->lo - (f->guarded ? 0 : CANARY_BYTES);
+}
+
+/* The record of the slot at base; canary: bytes kept for the canary at its
+ * bottom (0 or CANARY_BYTES). */
+static struct eddy_fiber *record_at(char *base, size_t slot, size_t canary)
+{
+    uintptr_t r = (uintptr_t)base + slot - sizeof(struct eddy_fiber);
     r &= ~(uintptr_t)63;
     struct eddy_fiber *f = (struct eddy_fiber *)r;
     memset(f, 0, sizeof *f);
-    f->lo = lo;
+    f->lo = base + canary;
     f->slot = slot;
     f->top = (char *)((uintptr_t)f & ~(uintptr_t)15);
 #ifdef EDDY_HAVE_VALGRIND
-    f->vg_id = VALGRIND_STACK_REGISTER(lo, lo + slot);
+    f->vg_id = VALGRIND_STACK_REGISTER(f->lo, base + slot);
 #endif
     return f;
 }
@@ -137,14 +184,13 @@ static void unregister(struct eddy_fiber *f)
 #if EDDY_FIBER_ASAN
     /* Dead frames leave poisoned redzones behind: clear them, or a later
      * mapping at this address inherits them. */
-    ASAN_UNPOISON_MEMORY_REGION(f->lo, f->slot);
+    ASAN_UNPOISON_MEMORY_REGION(slot_base(f), f->slot);
 #endif
 }
 
 static struct eddy_fiber *new_guarded(size_t slot, int *err)
 {
-    if (atomic_fetch_add(&g_guarded, 1) >= g_guard_budget) {
-        atomic_fetch_sub(&g_guarded, 1);
+    if (!maps_take(2, CHUNK_GUARD_RESERVE)) {
         *err = -EAGAIN;
         return NULL;
     }
@@ -153,16 +199,17 @@ static struct eddy_fiber *new_guarded(size_t slot, int *err)
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (m == MAP_FAILED) {
         *err = errno == EAGAIN ? -EAGAIN : -ENOMEM;
-        atomic_fetch_sub(&g_guarded, 1);
+        maps_put(2);
         return NULL;
     }
     if (mprotect(m, g_page, PROT_NONE) < 0) {
         *err = -ENOMEM; /* the split needs a mapping: max_map_count */
         munmap(m, len);
-        atomic_fetch_sub(&g_guarded, 1);
+        maps_put(2);
         return NULL;
     }
-    struct eddy_fiber *f = record_at(m + g_page, slot);
+    atomic_fetch_add(&g_guarded, 1);
+    struct eddy_fiber *f = record_at(m + g_page, slot, 0);
     f->guarded = 1;
     return f;
 }
@@ -174,6 +221,7 @@ static void free_guarded(struct eddy_fiber *f)
     unregister(f);
     munmap(lo - g_page, g_page + slot);
     atomic_fetch_sub(&g_guarded, 1);
+    maps_put(2);
 }
 
 static struct eddy_fiber *new_packed(struct stack_pool *p, struct stack_class *c, int *err)
@@ -187,23 +235,43 @@ static struct eddy_fiber *new_packed(struct stack_pool *p, struct stack_class *c
         if (n < 1)
             n = 1;
         size_t len = g_page + n * c->slot;
+        struct chunk *ch = eddy_loop_alloc(p->loop, sizeof *ch);
+        if (!ch) {
+            *err = -ENOMEM;
+            return NULL;
+        }
         char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
         if (m == MAP_FAILED) {
             *err = errno == EAGAIN ? -EAGAIN : -ENOMEM;
+            eddy_loop_free(p->loop, ch);
             return NULL;
         }
-        struct chunk *ch = (struct chunk *)m;
+        /* A guard page below slot 0 while the budget allows; else the page
+         * stays an unused landing zone (see the top of this file). */
+        ch->guarded = maps_take(2, 0);
+        if (ch->guarded && mprotect(m, g_page, PROT_NONE) < 0) {
+            maps_put(2);
+            ch->guarded = false;
+        }
+        if (!ch->guarded && !p->warned_chunk) {
+            p->warned_chunk = true;
+            eddy_loop_log(p->loop, EDDY_LOG_WARN,
+                          "fibers: the mappings vm.max_map_count allows are spent; new chunks "
+                          "of packed stacks have no guard page below them, only canaries "
+                          "(raise vm.max_map_count)");
+        }
+        ch->base = m;
         ch->len = len;
         ch->next = p->chunks;
         p->chunks = ch;
         c->carve = m + g_page;
         c->carve_left = (unsigned)n;
     }
-    char *lo = c->carve;
+    char *base = c->carve;
     c->carve += c->slot;
     c->carve_left--;
-    return record_at(lo, c->slot);
+    return record_at(base, c->slot, CANARY_BYTES);
 }
 
 static struct stack_class *class_for(struct stack_pool *p, size_t slot)
@@ -228,6 +296,10 @@ static struct eddy_fiber *pop(struct eddy_fiber **l)
 
 struct eddy_fiber *stack_take(struct stack_pool *p, size_t slot, int *err)
 {
+    /* A fiber that overflowed into the slot below (maybe a pooled record)
+     * is reported before the pool's lists are used. */
+    if (eddy__fiber_cur)
+        stack_check(eddy__fiber_cur);
     if (p->max_fibers && p->taken >= p->max_fibers) {
         *err = -EAGAIN;
         return NULL;
@@ -254,9 +326,6 @@ struct eddy_fiber *stack_take(struct stack_pool *p, size_t slot, int *err)
         f->state = f->cancelled = f->detached = 0;
         f->cold = 0;
         f->label[0] = f->name[0] = 0;
-#if EDDY_FIBER_ASAN
-        ASAN_UNPOISON_MEMORY_REGION(f->lo, (size_t)(f->top - f->lo));
-#endif
     } else {
         int e = 0;
         if (p->guard != EDDY_FIBER_GUARD_NONE)
@@ -277,8 +346,9 @@ struct eddy_fiber *stack_take(struct stack_pool *p, size_t slot, int *err)
                 p->warned = true;
                 eddy_loop_log(p->loop, EDDY_LOG_WARN,
                               "fibers: %ld guarded stacks use the mappings vm.max_map_count "
-                              "allows; further stacks have no guard page, only a canary "
-                              "(raise vm.max_map_count to keep guard pages)",
+                              "allows; further stacks are packed, without a guard page of "
+                              "their own, checked by a canary (raise vm.max_map_count to keep "
+                              "guard pages)",
                               (long)atomic_load(&g_guarded));
             }
             f = new_packed(p, c, err);
@@ -297,6 +367,15 @@ struct eddy_fiber *stack_take(struct stack_pool *p, size_t slot, int *err)
 
 void stack_give(struct stack_pool *p, struct eddy_fiber *f)
 {
+    if (eddy__fiber_cur)
+        stack_check(eddy__fiber_cur);
+#if EDDY_FIBER_ASAN
+    /* The dead frames' redzones go now, not when the stack is taken again:
+     * the pooled stack below a packed one is then plain memory to ASan, so
+     * that an overflow into it reaches the canary check (a live fiber's
+     * redzones there make ASan report the overflow itself). */
+    ASAN_UNPOISON_MEMORY_REGION(f->lo, (size_t)(f->top - f->lo));
+#endif
     struct stack_class *c = f->cls;
     p->taken--;
     if (!c) {
@@ -315,11 +394,9 @@ void stack_give(struct stack_pool *p, struct eddy_fiber *f)
         return;
     }
     /* A packed stack stays mapped with its chunk: give back all its pages
-     * but the two at the top (the record, and the canary of the slot above). */
-#if EDDY_FIBER_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(f->lo, (size_t)(f->top - f->lo));
-#endif
-    madvise(f->lo, f->slot - 2 * g_page, MADV_DONTNEED);
+     * but the one at the top, the record's (the canary, in the bottom page,
+     * is written again when the stack is taken). */
+    madvise(slot_base(f), f->slot - g_page, MADV_DONTNEED);
     f->cold = 1;
     f->next = c->cold;
     c->cold = f;
@@ -341,9 +418,12 @@ void stack_pool_free(struct stack_pool *p)
     while (ch) {
         struct chunk *next = ch->next;
 #if EDDY_FIBER_ASAN
-        ASAN_UNPOISON_MEMORY_REGION(ch, ch->len);
+        ASAN_UNPOISON_MEMORY_REGION(ch->base + g_page, ch->len - g_page);
 #endif
-        munmap(ch, ch->len);
+        munmap(ch->base, ch->len);
+        if (ch->guarded)
+            maps_put(2);
+        eddy_loop_free(p->loop, ch);
         ch = next;
     }
     eddy_loop_free(p->loop, p);
@@ -395,6 +475,60 @@ static void report(const struct eddy_fiber *f, const char *how, const void *addr
     (void)w;
 }
 
+/*
+ * A failed canary check: the leaving fiber's stack pointer may be below its
+ * stack already (in the slot below, or in the page below a chunk), so the
+ * report and abort() run on last_stack, the process's last stack: nothing
+ * in the overflowed region is read or written after the check.  One thread
+ * uses it; another that fails its check meanwhile waits for the abort.
+ */
+#define LAST_STACK_SIZE (64u * 1024)
+static char last_stack[LAST_STACK_SIZE] __attribute__((aligned(64)));
+static atomic_flag last_stack_taken = ATOMIC_FLAG_INIT;
+
+static void canary_failed(const struct eddy_fiber *f)
+{
+#if EDDY_FIBER_ASAN
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+    report(f, "the canary at its end was overwritten; the stack has no guard page", NULL);
+    abort();
+}
+
+__attribute__((noreturn, noinline)) static void on_last_stack(const struct eddy_fiber *f)
+{
+    void (*fn)(const struct eddy_fiber *) = canary_failed;
+    if (atomic_flag_test_and_set(&last_stack_taken))
+        for (;;)
+            __asm__ volatile("" ::: "memory"); /* the other thread's abort ends the process */
+#if EDDY_FIBER_ASAN
+    __sanitizer_start_switch_fiber(NULL, last_stack, LAST_STACK_SIZE);
+#endif
+    char *top = last_stack + LAST_STACK_SIZE; /* 16-aligned */
+#if defined(__x86_64__)
+    __asm__ volatile("mov %0, %%rsp\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "call *%1\n\t"
+                     "ud2"
+                     :
+                     : "r"(top), "r"(fn), "D"(f)
+                     : "memory");
+#elif defined(__aarch64__)
+    __asm__ volatile("mov sp, %0\n\t"
+                     "mov x0, %2\n\t"
+                     "mov x29, xzr\n\t"
+                     "blr %1\n\t"
+                     "brk #0"
+                     :
+                     : "r"(top), "r"(fn), "r"(f)
+                     : "x0", "x29", "x30", "memory");
+#else
+    (void)top, (void)fn; /* elsewhere: on the overflowed stack */
+    canary_failed(f);
+#endif
+    __builtin_unreachable();
+}
+
 void stack_check(const struct eddy_fiber *f)
 {
     if (f->guarded)
@@ -402,8 +536,7 @@ void stack_check(const struct eddy_fiber *f)
     const uint64_t *can = (const uint64_t *)(const void *)(f->lo - CANARY_BYTES);
     if (__builtin_expect(can[0] == canary_of(f) && can[1] == canary_of(f), 1))
         return;
-    report(f, "the canary at its end was overwritten; the stack has no guard page", NULL);
-    abort();
+    on_last_stack(f);
 }
 
 static struct sigaction g_prev;
@@ -425,8 +558,13 @@ static void on_segv(int sig, siginfo_t *si, void *uc)
 {
     const struct eddy_fiber *f = eddy__fiber_cur;
     const char *a = si->si_addr;
-    if (f && f->guarded && a >= f->lo - g_page && a < f->lo) {
-        report(f, "fault in its guard page", a);
+    /* The page below the running fiber's slot faults only when it is a
+     * guard page: its own, or its chunk's (slot 0 of a packed chunk; above
+     * any other slot lies the slot below, mapped). */
+    if (f && a >= slot_base(f) - g_page && a < slot_base(f)) {
+        report(f, f->guarded ? "fault in its guard page"
+                             : "fault in the guard page below its chunk of packed stacks",
+               a);
         /* Return into the faulting access: it faults again and the default
          * action ends the process by SIGSEGV (a core dump, if enabled). */
         restore_default(sig);

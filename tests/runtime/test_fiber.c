@@ -980,17 +980,52 @@ static void *overflow_fiber(void *arg)
     return (void *)(intptr_t)recurse_p(0);
 }
 
+static char *volatile deep_record; /* the overflowing fiber's record: the top of its slot */
+
+/* Runs on the stack abort() raises SIGABRT on (no SA_ONSTACK): it must not
+ * be the overflowed one, nor the slot below it. */
+static void abort_where(int sig)
+{
+    char here;
+    char *r = deep_record;
+    const char *m = r && &here < r + 4096 && &here > r - (2u << 20)
+                        ? "abort ran on the fiber stacks\n"
+                        : "abort ran off the fiber stacks\n";
+    ssize_t w = write(STDERR_FILENO, m, strlen(m));
+    (void)w, (void)sig; /* SA_RESETHAND: abort() raises it again, and the process dies */
+}
+
 /* Writes a little past the end of its 64 KiB stack, then switches. */
 static void *canary_fiber(void *arg)
 {
     (void)arg;
+    deep_record = (char *)eddy_fiber_self();
     volatile char big[66000];
     memset((char *)big, 0x5a, sizeof big);
     eddy_fiber_yield();
     return (void *)(intptr_t)big[100];
 }
 
-static void run_overflow_child(unsigned guard, const char *want, int want_sig)
+/* Occupies a slot below the overflowing fiber's: parked, or back in the
+ * pool (its record on a free list) by the time the overflow happens. */
+static void *parked_fiber(void *arg)
+{
+    (void)arg;
+    eddy_fiber_sleep(60000);
+    return NULL;
+}
+
+static void *quick_fiber(void *arg)
+{
+    (void)arg;
+    return NULL;
+}
+
+/* In a child: `nfill` fibers of filler_fn, then the overflowing one (so
+ * that, packed, it takes slot nfill of a fresh chunk); it must die by
+ * want_sig with the report naming it. */
+static void run_overflow_child_after(unsigned guard, unsigned nfill, void *(*filler_fn)(void *),
+                                     const char *want, int want_sig)
 {
     int p[2];
     assert_int_equal(pipe(p), 0);
@@ -998,7 +1033,17 @@ static void run_overflow_child(unsigned guard, const char *want, int want_sig)
     assert_true(pid >= 0);
     if (pid == 0) {
         alarm(20); /* a child that hangs dies by SIGALRM: the test fails, never hangs */
-        signal(SIGABRT, SIG_DFL); /* cmocka catches it in this process: die as a program would */
+        /* cmocka catches these in this process: die as a program would */
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL);
+        if (want_sig == SIGABRT) {
+            struct sigaction sa;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = abort_where;
+            sa.sa_flags = SA_RESETHAND;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGABRT, &sa, NULL);
+        }
         dup2(p[1], STDERR_FILENO);
         close(p[0]);
         struct eddy_loop *loop = NULL;
@@ -1008,6 +1053,10 @@ static void run_overflow_child(unsigned guard, const char *want, int want_sig)
         if (eddy_fiber_setup(loop, &cfg) < 0)
             _exit(11);
         struct eddy_fiber_options o = {.stack_size = 64 * 1024, .label = "deep-recursion"};
+        struct eddy_fiber_options fo = {.stack_size = 64 * 1024, .label = "filler"};
+        for (unsigned i = 0; i < nfill; i++)
+            if (eddy_fiber_spawn(loop, NULL, filler_fn, NULL, &fo) < 0)
+                _exit(12);
         if (eddy_fiber_spawn(loop, NULL,
                              guard == EDDY_FIBER_GUARD_NONE ? canary_fiber : overflow_fiber, NULL,
                              &o) < 0)
@@ -1030,6 +1079,14 @@ static void run_overflow_child(unsigned guard, const char *want, int want_sig)
     assert_int_equal(WTERMSIG(st), want_sig);
     assert_non_null(strstr(out, "fiber 'deep-recursion' overflowed its 65536-byte stack"));
     assert_non_null(strstr(out, want));
+    assert_null(strstr(out, "'filler'"));
+    if (want_sig == SIGABRT)
+        assert_non_null(strstr(out, "abort ran off the fiber stacks"));
+}
+
+static void run_overflow_child(unsigned guard, const char *want, int want_sig)
+{
+    run_overflow_child_after(guard, 0, NULL, want, want_sig);
 }
 
 static void test_stack_overflow(void **state)
@@ -1038,11 +1095,36 @@ static void test_stack_overflow(void **state)
     run_overflow_child(EDDY_FIBER_GUARD_PAGE, "guard page", SIGSEGV);
 }
 
-/* Without a guard page (packed stacks) the canary catches it at the switch. */
+/* Without a guard page (packed stacks), in a slot above another stack: the
+ * canary catches it at the switch, the report runs on a stack of its own
+ * (the overflowing stack pointer is inside the slot below) and aborts.  The
+ * fiber in the slot below is parked, or back in the pool. */
 static void test_stack_overflow_canary(void **state)
 {
     (void)state;
-    run_overflow_child(EDDY_FIBER_GUARD_NONE, "canary at its end was overwritten", SIGABRT);
+    run_overflow_child_after(EDDY_FIBER_GUARD_NONE, 1, quick_fiber,
+                             "canary at its end was overwritten", SIGABRT);
+    run_overflow_child_after(EDDY_FIBER_GUARD_NONE, 5, quick_fiber,
+                             "canary at its end was overwritten", SIGABRT);
+    if (UNDER_ASAN) {
+        /* the parked fiber's frames below carry redzones: ASan reports the
+         * overflow itself, as a stack-buffer-underflow without the label */
+        print_message("    below a parked fiber: skipped under AddressSanitizer\n");
+        return;
+    }
+    run_overflow_child_after(EDDY_FIBER_GUARD_NONE, 1, parked_fiber,
+                             "canary at its end was overwritten", SIGABRT);
+    run_overflow_child_after(EDDY_FIBER_GUARD_NONE, 5, parked_fiber,
+                             "canary at its end was overwritten", SIGABRT);
+}
+
+/* Packed, in slot 0 of its chunk: the overflow runs into the guard page
+ * below the chunk and is reported like a guarded stack's. */
+static void test_stack_overflow_canary_slot0(void **state)
+{
+    (void)state;
+    run_overflow_child(EDDY_FIBER_GUARD_NONE, "guard page below its chunk of packed stacks",
+                       SIGSEGV);
 }
 
 /* ---- the watchdog names the fiber --------------------------------------- */
@@ -1090,6 +1172,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_spawn_enomem, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_stack_overflow, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_stack_overflow_canary, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_stack_overflow_canary_slot0, ts_fd_setup,
+                                        ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_watchdog_names_fiber, ts_fd_setup, ts_fd_teardown),
     };
     const char *only = getenv("EDDY_TEST_ONLY"); /* a test name pattern, for debugging */

@@ -58,17 +58,29 @@
  * not fiber overflows go to the previous handler).  But each guarded stack
  * costs two kernel mappings (the guard and the stack cannot merge), and
  * Linux caps a process at vm.max_map_count mappings (65530 by default): at
- * most about 28,000 guarded stacks after a reserve of 8192 for the rest of
- * the process.  Beyond that the pool (EDDY_FIBER_GUARD_AUTO, the default)
- * carves stacks without guard pages from large shared mappings (one
- * mapping per 2 MiB of stacks) and says so once through the loop's log
- * hook.  Those stacks are checked by a canary at their end at every switch
- * and at exit: an overflow that writes through it aborts naming the fiber,
- * but one frame that jumps over it corrupts the neighbouring stack
- * silently — that is the price of not paying mappings.  EDDY_FIBER_GUARD_PAGE
- * refuses (-EAGAIN) instead of degrading; EDDY_FIBER_GUARD_NONE never pays
- * mappings.  To keep guard pages for more fibers, raise the limit
- * (sysctl vm.max_map_count=262144).
+ * most about 27,600 guarded stacks after a reserve of 8192 mappings for the
+ * rest of the process and 2048 for the guard pages of packed chunks.
+ * Beyond that the pool (EDDY_FIBER_GUARD_AUTO, the default) packs stacks
+ * without guard pages of their own into large shared mappings (2 MiB of
+ * stacks each, with one guard page below, two mappings per chunk) and says
+ * so once through the loop's log hook.  A packed stack has a canary at its
+ * end, checked at every switch and at exit.  The guarantee: an overflow of
+ * a packed stack that stays within one page (4 KiB) below it is always
+ * reported with the fiber's label and ends the process — by SIGABRT when
+ * the canary check finds it (the stack below is then the neighbouring
+ * fiber's, whose top it overwrote: the report and abort() run on a stack of
+ * their own and read nothing there, and no other fiber runs in between), by
+ * SIGSEGV when it reaches the guard page below its chunk (the first stack
+ * of a chunk).  What it does not cover: a frame that jumps more than a page
+ * past the canary corrupts the neighbouring stack silently, and so does an
+ * overflow that is still running when the fiber calls into code that reads
+ * the neighbour's record (eddy_fiber_join or cancel of that fiber) before
+ * its next switch — that is the price of not paying mappings.  When even
+ * the chunks' guard pages are spent, chunks get a plain page instead (one
+ * mapping each, and logged once): the canary then catches what lands there.
+ * EDDY_FIBER_GUARD_PAGE refuses (-EAGAIN) instead of degrading;
+ * EDDY_FIBER_GUARD_NONE always packs.  To keep guard pages for more fibers,
+ * raise the limit (sysctl vm.max_map_count=262144).
  *
  * Switching is a few dozen instructions of assembly on x86-64 and aarch64
  * (callee-saved registers and the FP control words), swapcontext(3)
