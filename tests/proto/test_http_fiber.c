@@ -254,12 +254,14 @@ static void test_route_shutdown_drain(void **state)
     rd_open(&stuck, "GET /coro?ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n");
     TS_RUN_UNTIL(E.loop, E.up_started == 1 && E.r_sleep.spawned == 1, 3000);
     int64_t t0 = ts_now_ms();
-    assert_int_equal(eddy_http_server_shutdown(E.srv, 400, on_srv_done, NULL), 0);
-    TS_RUN_UNTIL(E.loop, E.srv_done && running() == 0, 5000);
+    /* The quick fiber needs 100 ms of the 1000 ms drain: the margin holds
+     * on a loaded machine (400 ms did not, once, beside two emulated guests). */
+    assert_int_equal(eddy_http_server_shutdown(E.srv, 1000, on_srv_done, NULL), 0);
+    TS_RUN_UNTIL(E.loop, E.srv_done && running() == 0, 6000);
     int64_t took = ts_now_ms() - t0;
-    print_message("shutdown with a fiber stuck on its fetch: done after %lld ms (drain 400)\n",
+    print_message("shutdown with a fiber stuck on its fetch: done after %lld ms (drain 1000)\n",
                   (long long)took);
-    assert_true(took >= 400 && took < 3000);
+    assert_true(took >= 1000 && took < 4000);
     assert_int_equal(answers(&quick), 1);
     assert_non_null(strstr(quick.buf, "HTTP/1.1 200 OK\r\n"));
     assert_non_null(strstr(quick.buf, "tag-q"));
