@@ -5,7 +5,7 @@
  * that makes a full queue nobody's problem); a backend turns ops into
  * kernel work and kernel results back into calls of the loop's op_*
  * functions.  One backend serves a loop for its whole life, chosen at
- * eddy_loop_init(): uring.c today, epoll.c next.
+ * eddy_loop_init(): uring.c or epoll.c.
  *
  * Calling the backend.  The loop calls through loop->be: one indirect call
  * per op armed (arm), three per loop iteration (flush_backlog, enter, reap)
@@ -23,7 +23,12 @@
  * callbacks of multishot ops; never from arm or cancel directly, except
  * through op_defer_final, which runs next iteration); the backlog
  * (loop->backlog with ST_QUEUED, and PF_CANCEL_OWED for a cancel it owes);
- * bufpool_take/bufpool_park; ts_push; loop_alive().  It keeps loop->inflight
+ * bufpool_take/bufpool_park; ts_push; loop_alive(); and fault_clamp_len()
+ * (internal.h) wherever it computes the length of a send (each
+ * re-submission) or of a receive into a pool buffer, for the injector's
+ * short:N (one predictable branch when faults are off).  Not op_arm(): that
+ * is the starters' entry, where the injector may end an op; a backend
+ * re-arms its own ops with its own arm.  It keeps loop->inflight
  * (work the kernel holds, for eddy_loop_stats), loop->st's submission and
  * completion counters, loop->setup_flags, and the two hints below.
  *
@@ -125,5 +130,6 @@ struct backend {
 
 /* The backends. */
 extern const struct backend backend_uring;
+extern const struct backend backend_epoll;
 
 #endif

@@ -80,3 +80,13 @@ unsigned features_disable_closure(unsigned disable)
         disable |= EDDY_FEAT_DEFER_TASKRUN;
     return disable;
 }
+
+const char *features_env_backend(void)
+{
+    return getenv("EDDY_BACKEND");
+}
+
+const char *features_env_faults(void)
+{
+    return getenv("EDDY_FAULTS");
+}

@@ -47,6 +47,7 @@ enum op_state {
     ST_WORK,    /* in the worker pool (queued or running) */
     ST_TSPOST,  /* posted from another thread, not drained yet */
     ST_SIGNAL,  /* on loop->signals */
+    ST_DELAYED, /* fault.c: its final callback held back (delay:N) */
 };
 
 enum {
@@ -61,7 +62,16 @@ enum {
     PF_ZC_DONE = 1u << 8,     /* send_zc: result in op->res, waiting for notifications */
     PF_REARM = 1u << 9,       /* timer: a cancel for an update is on its way; re-arm on it */
     PF_ONCE = 1u << 10,       /* recv_multi kind, one chunk: eddy_recv_once */
-    PF_AGAIN = 1u << 11,      /* the kernel said -EAGAIN: its SQE now is a poll for readiness */
+    PF_AGAIN = 1u << 11,      /* the kernel said -EAGAIN: its SQE now is a poll for readiness
+                                 (epoll: a connect in progress) */
+    PF_PARKED = 1u << 12,     /* epoll: on its descriptor's wait queue */
+    PF_DONE = 1u << 13,       /* epoll: result in op->res, on the backend's done list */
+    PF_BLOCKING = 1u << 14,   /* epoll: accept on a blocking listener: poll(2) before accept4 */
+    PF_FAULT_SKIP = 1u << 15, /* fault.c: a delayed final, not to be faulted again */
+    /* fault.c: bits 24..31 hold an errno a multishot op ends with (its
+     * cancel is on its way); eddy_cancel() clears them */
+    PF_FAULT_END_SHIFT = 24,
+    PF_FAULT_END_MASK = 0xffu << 24,
 };
 
 /* struct oplist and oplist_push/remove/pop/empty, on eddy_op's next/prev */
@@ -112,6 +122,7 @@ struct watchdog {
 /* A loop: the backend's allocation begins with it (backend.h, Memory). */
 struct eddy_loop {
     const struct backend *be;    /* the kernel interface, fixed at init */
+    struct fault_set *faults;    /* fault.c: NULL = no faults (one branch per choke point) */
     pthread_t owner;
     unsigned features, setup_flags;
     int64_t now_ns;
@@ -149,12 +160,43 @@ struct eddy_loop {
     void *alloc_ud;
 };
 
+/* fault.c: the injector (eddy/fault.h).  Each is called only when
+ * loop->faults is set; see fault.c for what each site may inject. */
+struct fault_set;
+int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind);
+bool fault_arm(struct eddy_loop *loop, struct eddy_op *op);
+/* fault_deliver and fault_final return the result to give, or FAULT_HELD:
+ * no callback now (a descriptor closed; a final held back). */
+#define FAULT_HELD INT32_MIN
+int fault_deliver(struct eddy_loop *loop, struct eddy_op *op, int res);
+int fault_final(struct eddy_loop *loop, struct eddy_op *op, int res);
+unsigned fault_clamp(struct eddy_loop *loop, struct eddy_op *op, unsigned len);
+int fault_cancel(struct eddy_loop *loop, struct eddy_op *op);
+void fault_env(struct eddy_loop *loop, const char *spec);
+void fault_free(struct eddy_loop *loop);
+
+/* The hook a backend calls where it prepares the length of a send (each
+ * re-submission) or of a receive into a pool buffer: the short:N effect.
+ * Returns len, or fewer bytes (at least 1). */
+static inline unsigned fault_clamp_len(struct eddy_loop *loop, struct eddy_op *op,
+                                       unsigned len)
+{
+    if (__builtin_expect(loop->faults != NULL, 0))
+        return fault_clamp(loop, op, len);
+    return len;
+}
+
 /* features.c */
 /* The features EDDY_COMPAT and EDDY_DISABLE switch off; *bad = the
  * EDDY_DISABLE text when it names an unknown feature (then ignored). */
 unsigned features_env_disable(const char **bad);
 /* disable plus what depends on a feature in it. */
 unsigned features_disable_closure(unsigned disable);
+
+/* The EDDY_BACKEND variable, or NULL. */
+const char *features_env_backend(void);
+/* The EDDY_FAULTS variable (eddy/fault.h), or NULL. */
+const char *features_env_faults(void);
 
 /* loop.c */
 int64_t mono_ns(void);
@@ -170,6 +212,8 @@ void op_finish_buffer(struct eddy_loop *loop, struct eddy_op *op, int res, uint1
 /* Starts (or restarts) op in the backend: its SQE(s), or the backlog. */
 static inline void op_arm(struct eddy_loop *loop, struct eddy_op *op)
 {
+    if (__builtin_expect(loop->faults != NULL, 0) && fault_arm(loop, op))
+        return; /* its final callback is deferred with an injected error */
     loop->be->arm(loop, op);
 }
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,6 +90,40 @@ void eddy_loop_options_init(struct eddy_loop_options *o)
     memset(o, 0, sizeof *o);
 }
 
+enum { BE_AUTO, BE_URING, BE_EPOLL };
+
+/* The backend a name asks for; an unknown one is auto, with a warning. */
+static int backend_choose(struct eddy_loop *loop, const char *name)
+{
+    if (!name || !*name || !strcmp(name, "auto"))
+        return BE_AUTO;
+    if (!strcmp(name, "io_uring"))
+        return BE_URING;
+    if (!strcmp(name, "epoll"))
+        return BE_EPOLL;
+    eddy_loop_log(loop, EDDY_LOG_WARN,
+                  "unknown backend \"%.64s\" (EDDY_BACKEND or the loop option): "
+                  "auto, io_uring or epoll; using auto", name);
+    return BE_AUTO;
+}
+
+/* io_uring_setup's errors that mean "not here": auto falls back to epoll.
+ * ENOMEM only under a finite RLIMIT_MEMLOCK (kernels before 5.12 charge
+ * ring memory to it, and uring.c already tried smaller rings). */
+static bool uring_refused(int rc)
+{
+    if (rc == -EPERM || rc == -EACCES || rc == -ENOSYS)
+        return true;
+    struct rlimit rl;
+    return rc == -ENOMEM && getrlimit(RLIMIT_MEMLOCK, &rl) == 0 &&
+           rl.rlim_cur != RLIM_INFINITY;
+}
+
+const char *eddy_loop_backend(const struct eddy_loop *loop)
+{
+    return loop->be->name;
+}
+
 int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
 {
     struct eddy_loop_options o;
@@ -96,15 +131,15 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
         o = *opts;
     else
         eddy_loop_options_init(&o);
-    /* The one backend there is; EDDY_BACKEND and a loop option will pick
-     * between io_uring and epoll here. */
-    const struct backend *be = &backend_uring;
+    /* Room for either backend: auto may end on the second. */
+    size_t size = backend_uring.loop_size > backend_epoll.loop_size
+                      ? backend_uring.loop_size
+                      : backend_epoll.loop_size;
     eddy_alloc_fn alloc = o.alloc ? o.alloc : default_alloc;
-    struct eddy_loop *loop = alloc(o.alloc_ud, NULL, be->loop_size);
+    struct eddy_loop *loop = alloc(o.alloc_ud, NULL, size);
     if (!loop)
         return -ENOMEM;
-    memset(loop, 0, be->loop_size);
-    loop->be = be;
+    memset(loop, 0, size);
     loop->alloc = alloc;
     loop->alloc_ud = o.alloc_ud;
     loop->log = o.log ? o.log : default_log;
@@ -128,7 +163,22 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
     }
     disable = features_disable_closure(disable);
 
+    const char *name = o.backend;
+    if (!name && !o.ignore_env)
+        name = features_env_backend();
+    int choice = backend_choose(loop, name);
+    const struct backend *be = choice == BE_EPOLL ? &backend_epoll : &backend_uring;
+    loop->be = be;
     int rc = be->init(loop, &o, disable);
+    if (rc < 0 && choice == BE_AUTO && uring_refused(rc)) {
+        eddy_loop_log(loop, EDDY_LOG_WARN, "io_uring refused (%s): %s; this loop runs on epoll",
+                      eddy_strerror(rc), eddy_loop_init_explain(rc));
+        memset((char *)loop + sizeof *loop, 0, size - sizeof *loop);
+        loop->features = loop->setup_flags = 0;
+        be = &backend_epoll;
+        loop->be = be;
+        rc = be->init(loop, &o, disable);
+    }
     if (rc < 0)
         goto err_free;
     loop->features &= ~disable;
@@ -151,6 +201,8 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
             goto err_fd;
     }
     post_arm_wake(loop);
+    if (!o.ignore_env && features_env_faults())
+        fault_env(loop, features_env_faults()); /* malformed: a warning, no faults */
     *out = loop;
     return 0;
 
@@ -200,6 +252,8 @@ int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, i
         return -EBUSY;
     if (!err && op->deadline_ns && deadline_refused(kind))
         err = -EINVAL;
+    if (!err && __builtin_expect(loop->faults != NULL, 0))
+        err = fault_start(loop, op, kind); /* fail:EAGAIN / fail:ENOMEM */
     if (!err)
         err = op_begin(loop, op, kind, cb);
     if (err)
@@ -290,12 +344,22 @@ static inline void run_cb(struct eddy_loop *loop, struct eddy_op *op, int res)
 
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags)
 {
+    if (__builtin_expect(loop->faults != NULL, 0)) {
+        res = fault_deliver(loop, op, res);
+        if (res == FAULT_HELD)
+            return; /* an accepted descriptor the fault closed */
+    }
     op->flags = flags | EDDY_OP_MORE;
     run_cb(loop, op, res);
 }
 
 static void op_end(struct eddy_loop *loop, struct eddy_op *op, int res)
 {
+    if (__builtin_expect(loop->faults != NULL, 0)) {
+        res = fault_final(loop, op, res);
+        if (res == FAULT_HELD)
+            return; /* held back by delay:N (ST_DELAYED) */
+    }
     /* A deadline fired: the kernel says -ECANCELED, the caller hears -ETIME. */
     if (res == -ECANCELED && op->deadline_ns && !(op->pflags & PF_CANCEL))
         res = -ETIME;
@@ -337,6 +401,8 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
      * lock); a job in ST_WORK never has PF_CANCEL set. */
     if (op->state == ST_WORK)
         return wpool_cancel(loop, op);
+    if (op->pflags & PF_FAULT_END_MASK)
+        return fault_cancel(loop, op); /* a fault's cancel is on its way: now the caller's */
     if (op->pflags & PF_CANCEL)
         return -EALREADY;
     op->pflags |= PF_CANCEL;
@@ -356,6 +422,8 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
     case ST_BACKOFF:
         loop->be->cancel(loop, op);
         return 0;
+    case ST_DELAYED:
+        return 0; /* its real result won the race: it comes after the delay */
     case ST_SIGNAL:
         signal_cancel(loop, op);
         op_defer_final(loop, op, -ECANCELED);
@@ -509,6 +577,7 @@ int eddy_loop_destroy(struct eddy_loop *loop)
     if (!loop->bound)
         loop_bind(loop); /* the internal ops' cancels need a live kernel side */
     loop->closing = true;
+    fault_free(loop);
     loop->be->destroy(loop);
     watchdog_stop(loop);
     wpool_destroy(loop);

@@ -303,10 +303,13 @@ static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
     struct eddy_bufpool *pool = op->u.recvm.pool;
     if (pool->ring) {
         struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
-        if ((loop->features & EDDY_FEAT_RECV_MULTI) && !(op->pflags & PF_ONCE))
+        /* A multishot recv takes no length (6.0): short:N cannot apply. */
+        if ((loop->features & EDDY_FEAT_RECV_MULTI) && !(op->pflags & PF_ONCE)) {
             io_uring_prep_recv_multishot(sqe, op->u.recvm.fd, NULL, 0, 0);
-        else
-            io_uring_prep_recv(sqe, op->u.recvm.fd, NULL, 0, 0);
+        } else {
+            unsigned len = fault_clamp_len(loop, op, pool->size);
+            io_uring_prep_recv(sqe, op->u.recvm.fd, NULL, len == pool->size ? 0 : len, 0);
+        }
         sqe->flags |= IOSQE_BUFFER_SELECT;
         sqe->buf_group = pool->bgid;
         return;
@@ -321,7 +324,8 @@ static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
     op->bid = bid;
     op->pflags |= PF_HAS_BUF;
     struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
-    io_uring_prep_recv(sqe, op->u.recvm.fd, eddy_bufpool_buf(pool, bid), pool->size, 0);
+    io_uring_prep_recv(sqe, op->u.recvm.fd, eddy_bufpool_buf(pool, bid),
+                       fault_clamp_len(loop, op, pool->size), 0);
 }
 
 /*
@@ -396,19 +400,20 @@ static bool op_prep(struct eddy_loop *loop, struct eddy_op *op)
         io_uring_prep_recv(sqe, op->u.recv.fd, op->u.recv.buf, op->u.recv.len,
                            (int)op->u.recv.msgflags);
         break;
-    case K_SEND:
+    case K_SEND: {
+        /* fault_clamp_len: the short:N fault; the rest is re-submitted */
+        unsigned len = fault_clamp_len(loop, op, op->u.send.len - op->u.send.done);
         sqe = op_sqe(loop, op, TAG_OP);
         if (op->pflags & PF_ZC)
             io_uring_prep_send_zc(sqe, op->u.send.fd,
                                   (const char *)op->u.send.buf + op->u.send.done,
-                                  op->u.send.len - op->u.send.done,
-                                  (int)(op->u.send.msgflags | MSG_NOSIGNAL), 0);
+                                  len, (int)(op->u.send.msgflags | MSG_NOSIGNAL), 0);
         else
             io_uring_prep_send(sqe, op->u.send.fd,
                                (const char *)op->u.send.buf + op->u.send.done,
-                               op->u.send.len - op->u.send.done,
-                               (int)(op->u.send.msgflags | MSG_NOSIGNAL));
+                               len, (int)(op->u.send.msgflags | MSG_NOSIGNAL));
         break;
+    }
     case K_SENDMSG:
         sqe = op_sqe(loop, op, TAG_OP);
         io_uring_prep_sendmsg(sqe, op->u.sendmsg.fd, op->u.sendmsg.msg,

@@ -8,6 +8,22 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <unistd.h>
+
+/* The epoll backend's reads and writes of regular files (which never say
+ * EAGAIN, so epoll cannot wait for them) run here, as jobs. */
+static int file_io(struct eddy_op *op)
+{
+    ssize_t n;
+    bool wr = op->kind == K_WRITE;
+    if (op->u.rw.off == (uint64_t)-1)
+        n = wr ? write(op->u.rw.fd, op->u.rw.buf, op->u.rw.len)
+               : read(op->u.rw.fd, op->u.rw.buf, op->u.rw.len);
+    else
+        n = wr ? pwrite(op->u.rw.fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off)
+               : pread(op->u.rw.fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off);
+    return n < 0 ? -errno : (int)n;
+}
 
 static void *worker(void *arg)
 {
@@ -22,7 +38,7 @@ static void *worker(void *arg)
         struct eddy_op *op = oplist_pop(&p->queue);
         op->pflags |= PF_WORK_RUNNING;
         pthread_mutex_unlock(&p->mu);
-        op->res = op->u.work.fn(op);
+        op->res = op->kind == K_WORK ? op->u.work.fn(op) : file_io(op);
         ts_push(loop, op);
         pthread_mutex_lock(&p->mu);
     }

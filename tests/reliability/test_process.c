@@ -101,7 +101,8 @@ static void deny_io_uring(int err)
 /*
  * Starts eddy-demo on a free port (argv: prefix, e.g. strace, then the
  * demo and its arguments) with its stderr captured.  seccomp_err: nonzero
- * makes io_uring_setup fail with that errno.  Returns once it listens, or
+ * makes io_uring_setup fail with that errno, under EDDY_BACKEND=io_uring
+ * (a negative one: under EDDY_BACKEND=auto).  Returns once it listens, or
  * once it exited (port stays 0).
  */
 static void demo_start(struct demo *d, const char *const *prefix, int seccomp_err,
@@ -132,8 +133,12 @@ static void demo_start(struct demo *d, const char *const *prefix, int seccomp_er
         dup2(p[1], 2);
         if (no_leak_check)
             setenv("ASAN_OPTIONS", "detect_leaks=0", 1); /* LSan cannot run under ptrace */
+        if (seccomp_err > 0)
+            setenv("EDDY_BACKEND", "io_uring", 1); /* forced: today's clear error */
+        else if (seccomp_err < 0)
+            setenv("EDDY_BACKEND", "auto", 1);     /* auto: falls back to epoll */
         if (seccomp_err)
-            deny_io_uring(seccomp_err);
+            deny_io_uring(seccomp_err < 0 ? -seccomp_err : seccomp_err);
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -362,6 +367,37 @@ static void test_io_uring_eperm(void **state)
     refused(EPERM);
 }
 
+/* EDDY_BACKEND=auto under the same filter: the demo serves on epoll, and
+ * says once why io_uring was refused. */
+static void test_io_uring_eperm_auto(void **state)
+{
+    (void)state;
+    struct demo d;
+    demo_start(&d, NULL, -EPERM, 0);
+    assert_true(d.port > 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)d.port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    struct timeval tv = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    cli_send(fd, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n", 36);
+    static struct resp r;
+    int eof;
+    assert_int_equal(cli_read(fd, &r, 1, 0, &eof, 0), 1);
+    assert_int_equal(r.status, 200);
+    close(fd);
+    kill(d.pid, SIGTERM);
+    int status = demo_wait(&d, 10000);
+    print_message("io_uring_setup -> EPERM, auto: served on epoll; exit 0x%x\n", status);
+    assert_non_null(strstr(d.err, "io_uring_disabled"));
+    assert_non_null(strstr(d.err, "runs on epoll"));
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_io_uring_enosys(void **state)
 {
     (void)state;
@@ -477,6 +513,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_sigterm_under_load, kill_demo),
         cmocka_unit_test_teardown(test_io_uring_eperm, kill_demo),
+        cmocka_unit_test_teardown(test_io_uring_eperm_auto, kill_demo),
         cmocka_unit_test_teardown(test_io_uring_enosys, kill_demo),
         cmocka_unit_test_teardown(test_io_uring_enomem, kill_demo),
         cmocka_unit_test_teardown(test_enter_eintr, kill_demo),

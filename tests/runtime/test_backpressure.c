@@ -12,6 +12,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/*
+ * The SQ and CQ are io_uring's.  On the epoll backend (EDDY_BACKEND=epoll)
+ * there is no queue to fill: the same ops and exact callback counts are
+ * checked, and the counters must say that no queue was ever full.
+ */
+static void ring_pressure(const char *what, uint64_t before, uint64_t after)
+{
+    if (ts_backend_is_epoll()) {
+        print_message("    epoll: no %s; checking the counter stayed put\n", what);
+        assert_int_equal(after, before);
+    } else {
+        assert_true(after > before);
+    }
+}
+
 static void spin(struct eddy_loop *loop, int n)
 {
     for (int i = 0; i < n; i++)
@@ -145,7 +160,7 @@ static void test_sq_full_mixed(void **state)
                   n, (unsigned long long)(st1.sq_full - st0.sq_full),
                   (unsigned long long)(st1.sqes - st0.sqes),
                   (unsigned long long)(st1.submit_calls - st0.submit_calls));
-    assert_true(st1.sq_full > st0.sq_full);
+    ring_pressure("SQ", st0.sq_full, st1.sq_full);
     assert_int_equal(st1.inflight, 1); /* only the loop's own wake-up read */
     pairs_close(fds, NPAIR);
     pairs_close(dfds, ND);
@@ -177,7 +192,7 @@ static void test_cq_overflow_timers(void **state)
     print_message("200 timers, CQ of 8: cq_overflows +%llu, %llu completions\n",
                   (unsigned long long)(st1.cq_overflows - st0.cq_overflows),
                   (unsigned long long)(st1.completions - st0.completions));
-    assert_true(st1.cq_overflows > st0.cq_overflows); /* the overflow path ran */
+    ring_pressure("CQ", st0.cq_overflows, st1.cq_overflows); /* the overflow path ran */
     ts_loop_free(loop);
 }
 
@@ -213,7 +228,7 @@ static void test_cq_overflow_recvs(void **state)
     }
     print_message("100 recvs, CQ of 8: cq_overflows +%llu\n",
                   (unsigned long long)(st1.cq_overflows - st0.cq_overflows));
-    assert_true(st1.cq_overflows > st0.cq_overflows);
+    ring_pressure("CQ", st0.cq_overflows, st1.cq_overflows);
     pairs_close(fds, N);
     free(fds);
     ts_loop_free(loop);
@@ -420,7 +435,10 @@ static void test_queued_ops_and_owed_cancels(void **state)
     }
     assert_int_equal(eddy_recv_multi(loop, &S[N].op, fds[1], pool, slot_cb), 0);
     assert_int_equal(eddy_recv(loop, &S[N + 1].op, fds[1], S[N + 1].buf, 8, 0, slot_cb), 0);
-    assert_true(submits_refused > 0);
+    if (ts_backend_is_epoll())
+        assert_int_equal(submits_refused, 0); /* epoll: no SQ, never submitted */
+    else
+        assert_true(submits_refused > 0);
     struct eddy_loop_stats st = stats(loop);
     assert_int_equal(st.active, N + 2);
     /* Cancel ops sitting in the SQ (their cancel SQE is owed) and ops on

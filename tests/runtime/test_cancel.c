@@ -472,7 +472,14 @@ static void test_cancel_sq_full(void **state)
     }
     print_message("cancel with SQ of 4: %llu early flushes\n",
                   (unsigned long long)(st1.sq_full - st0.sq_full));
-    assert_true(st1.sq_full > st0.sq_full);
+    if (ts_backend_is_epoll()) {
+        /* epoll has no submission queue to fill: every op is a system
+         * call or a wait at once, and the same exact callbacks follow. */
+        print_message("    epoll: no SQ; checking that none was ever counted full\n");
+        assert_int_equal(st1.sq_full, st0.sq_full);
+    } else {
+        assert_true(st1.sq_full > st0.sq_full);
+    }
     /* Every recv_multi is final: the pool is free again. */
     assert_int_equal(eddy_bufpool_destroy(pool), 0);
     close(fds[0]);

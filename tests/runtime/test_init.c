@@ -5,6 +5,7 @@
 #include "testsupport.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <liburing.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -42,9 +44,34 @@ static int deny_io_uring_setup(int err)
 }
 
 /* Child exit codes: what went wrong, so the parent can say. */
-enum { C_OK = 0, C_FILTER = 10, C_WRONG_RC = 11, C_EXPLAIN = 12, C_LOOP = 13, C_STILL_WORKS = 14 };
+enum { C_OK = 0, C_FILTER = 10, C_WRONG_RC = 11, C_EXPLAIN = 12, C_LOOP = 13, C_STILL_WORKS = 14,
+       C_NO_FALLBACK = 15, C_WARNING = 16, C_EPOLL_RUN = 17 };
 
-static int child(int err, const char *want1, const char *want2)
+static char warned[1024];
+static int nwarn;
+
+static void capture_log(void *ud, int level, const char *msg)
+{
+    (void)ud;
+    if (level == EDDY_LOG_WARN) {
+        nwarn++;
+        snprintf(warned, sizeof warned, "%s", msg);
+    }
+}
+
+static void child_timer_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    *(int *)op->data = res == 0 ? 1 : -1;
+}
+
+/*
+ * A forced io_uring (the option wins over EDDY_BACKEND) fails with today's
+ * clear error; auto runs on epoll instead, after exactly one warning that
+ * gives the same explanation and names epoll.  An ENOMEM falls back only
+ * under a finite RLIMIT_MEMLOCK (fallback says whether to expect it).
+ */
+static int child(int err, const char *want1, const char *want2, bool fallback)
 {
     if (deny_io_uring_setup(err) != 0)
         return C_FILTER;
@@ -52,8 +79,11 @@ static int child(int err, const char *want1, const char *want2)
     long r = syscall(__NR_io_uring_setup, 4, NULL);
     if (r != -1 || errno != err)
         return C_STILL_WORKS;
+    struct eddy_loop_options o;
+    eddy_loop_options_init(&o);
+    o.backend = "io_uring";
     struct eddy_loop *loop = NULL;
-    int rc = eddy_loop_init(&loop, NULL);
+    int rc = eddy_loop_init(&loop, &o);
     if (rc != -err)
         return C_WRONG_RC;
     if (loop != NULL)
@@ -61,17 +91,35 @@ static int child(int err, const char *want1, const char *want2)
     const char *why = eddy_loop_init_explain(rc);
     if (!why || !strstr(why, want1) || (want2 && !strstr(why, want2)))
         return C_EXPLAIN;
+    /* auto: epoll, said once */
+    o.backend = "auto";
+    o.log = capture_log;
+    rc = eddy_loop_init(&loop, &o);
+    if (!fallback)
+        return rc == -err && !loop ? C_OK : C_WRONG_RC;
+    if (rc != 0 || strcmp(eddy_loop_backend(loop), "epoll") != 0)
+        return C_NO_FALLBACK;
+    if (nwarn != 1 || !strstr(warned, why) || !strstr(warned, "epoll"))
+        return C_WARNING;
+    /* and it works */
+    int fired = 0;
+    struct eddy_op t = EDDY_OP_INIT;
+    t.data = &fired;
+    if (eddy_timer(loop, &t, 1, child_timer_cb) != 0 ||
+        eddy_loop_run(loop, EDDY_RUN_DEFAULT) != 0 || fired != 1 ||
+        eddy_loop_destroy(loop) != 0)
+        return C_EPOLL_RUN;
     return C_OK;
 }
 
 /* Forks a child that runs child(), waits at most 10 s. */
-static void run_child(int err, const char *want1, const char *want2)
+static void run_child(int err, const char *want1, const char *want2, bool fallback)
 {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0)
-        _exit(child(err, want1, want2));
+        _exit(child(err, want1, want2, fallback));
     int status = 0;
     int64_t end = ts_now_ms() + 10000;
     pid_t w;
@@ -94,20 +142,29 @@ static void run_child(int err, const char *want1, const char *want2)
 static void test_enosys(void **state)
 {
     (void)state;
-    run_child(ENOSYS, "CONFIG_IO_URING", "seccomp");
+    run_child(ENOSYS, "CONFIG_IO_URING", "seccomp", true);
 }
 
 static void test_eperm(void **state)
 {
     (void)state;
-    run_child(EPERM, "io_uring_disabled", NULL);
+    run_child(EPERM, "io_uring_disabled", NULL, true);
+}
+
+/* EACCES too (the sysctl's group check on some kernels): auto falls back. */
+static void test_eacces(void **state)
+{
+    (void)state;
+    run_child(EACCES, "io_uring", NULL, true);
 }
 
 /* -ENOMEM survives the retries with smaller rings. */
 static void test_enomem(void **state)
 {
     (void)state;
-    run_child(ENOMEM, "RLIMIT_MEMLOCK", NULL);
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_MEMLOCK, &rl), 0);
+    run_child(ENOMEM, "RLIMIT_MEMLOCK", NULL, rl.rlim_cur != RLIM_INFINITY);
 }
 
 static void test_explain_never_null(void **state)
@@ -234,8 +291,22 @@ static void test_env_disable(void **state)
     (void)state;
     struct eddy_loop_options o;
     eddy_loop_options_init(&o);
+    /* Feature bits are io_uring's: this test is about that backend (the
+     * option wins over EDDY_BACKEND).  On epoll the mask is 0 whatever is
+     * switched off. */
+    struct eddy_loop_options ou;
+    eddy_loop_options_init(&ou);
+    ou.backend = "io_uring";
+    struct eddy_loop_options oe;
+    eddy_loop_options_init(&oe);
+    oe.backend = "epoll";
+    o.backend = "io_uring";
     o.ignore_env = 1;
-    struct eddy_loop *loop = ts_loop_new(&o);
+    struct eddy_loop *loop = ts_loop_new(&oe);
+    assert_int_equal(eddy_loop_features(loop), 0);
+    assert_int_equal(eddy_loop_setup_flags(loop), 0);
+    ts_loop_free(loop);
+    loop = ts_loop_new(&o);
     unsigned native = eddy_loop_features(loop);
     ts_loop_free(loop);
     /* This kernel (6.x) has both, else the switch below proves nothing. */
@@ -246,7 +317,7 @@ static void test_env_disable(void **state)
     }
 
     assert_int_equal(setenv("EDDY_DISABLE", "msg_ring,send_zc", 1), 0);
-    loop = ts_loop_new(NULL);
+    loop = ts_loop_new(&ou);
     unsigned f = eddy_loop_features(loop);
     ts_loop_free(loop);
     /* ignore_env: the variable (and EDDY_COMPAT) have no effect */
@@ -256,7 +327,7 @@ static void test_env_disable(void **state)
     /* dependencies follow: no buffer ring means no multishot recv, no
      * single issuer means no DEFER_TASKRUN */
     assert_int_equal(setenv("EDDY_DISABLE", " buf_ring , single_issuer", 1), 0);
-    loop = ts_loop_new(NULL);
+    loop = ts_loop_new(&ou);
     unsigned fd = eddy_loop_features(loop);
     unsigned flags = eddy_loop_setup_flags(loop);
     ts_loop_free(loop);
@@ -323,6 +394,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_enosys),
         cmocka_unit_test(test_eperm),
+        cmocka_unit_test(test_eacces),
         cmocka_unit_test(test_enomem),
         cmocka_unit_test(test_explain_never_null),
         cmocka_unit_test(test_alloc_failure),

@@ -7,3 +7,5 @@ eddy_test(test_signal runtime/test_signal.c LABELS unit TIMEOUT 60 LIBS Threads:
 eddy_test(test_watchdog runtime/test_watchdog.c LABELS unit TIMEOUT 60
           LIBS Threads::Threads ${CMAKE_DL_LIBS})
 eddy_test(test_init runtime/test_init.c LABELS unit TIMEOUT 60)
+# Choosing the backend (EDDY_BACKEND, the option, the fallback to epoll).
+eddy_test(test_backend runtime/test_backend.c LABELS unit TIMEOUT 60)

@@ -27,6 +27,17 @@ struct eddy_loop *ts_loop_new(const struct eddy_loop_options *opts)
     return loop;
 }
 
+int ts_backend_is_epoll(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        struct eddy_loop *loop = ts_loop_new(NULL);
+        cached = strcmp(eddy_loop_backend(loop), "epoll") == 0;
+        assert_int_equal(eddy_loop_destroy(loop), 0);
+    }
+    return cached;
+}
+
 void ts_loop_free(struct eddy_loop *loop)
 {
     struct eddy_loop_stats st;

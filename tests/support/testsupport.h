@@ -35,6 +35,12 @@ int ts_fd_count(void);
 /* Monotonic ms. */
 int64_t ts_now_ms(void);
 
+/* True when loops made with the environment's settings (ts_loop_new(NULL))
+ * run on the epoll backend (EDDY_BACKEND=epoll, or io_uring refused): for
+ * tests that check something only io_uring has, so that they check the
+ * epoll equivalent instead, and say so. */
+int ts_backend_is_epoll(void);
+
 /* Runs the loop (RUN_NOWAIT, short naps) for ms, whatever happens. */
 void ts_run_for(struct eddy_loop *loop, int ms);
 

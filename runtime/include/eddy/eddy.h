@@ -131,11 +131,12 @@ struct eddy_loop_options {
                                   (up to a quarter threshold late), while still running
                                   and again with its total when it returns. */
     unsigned pool_threads;     /* worker pool threads; 0 = 4.  Started on first job. */
-    int ignore_env;            /* nonzero: ignore EDDY_DISABLE/EDDY_COMPAT/EDDY_STALL_MS */
+    int ignore_env;            /* nonzero: ignore EDDY_DISABLE/EDDY_COMPAT/EDDY_STALL_MS/EDDY_BACKEND */
     eddy_log_fn log;           /* NULL: warnings and stall reports go to stderr */
     void *log_ud;
     eddy_alloc_fn alloc;       /* NULL: malloc/realloc/free */
     void *alloc_ud;
+    const char *backend;       /* "auto" (NULL), "io_uring" or "epoll": see eddy_loop_init() */
 };
 
 /* Fills o with the defaults (all zero). */
@@ -237,14 +238,35 @@ void eddy_op_set_deadline(struct eddy_loop *loop, struct eddy_op *op, unsigned m
  * calling thread until its first eddy_loop_run() (see Threads, above).
  * Environment (unless opts->ignore_env): EDDY_DISABLE=<names> and
  * EDDY_COMPAT=5.10 switch features off; EDDY_STALL_MS=<n> sets the
- * watchdog threshold when opts leaves it 0.
+ * watchdog threshold when opts leaves it 0; EDDY_BACKEND=auto|io_uring|epoll
+ * chooses the backend when opts->backend is NULL (see Backends, below).
  * Returns 0 and *out, or -ENOSYS / -EPERM / -ENOMEM / ... when io_uring
- * cannot be set up: eddy_loop_init_explain() says why and what to do.
+ * cannot be set up (and the backend is forced to io_uring, or auto and the
+ * error is not one that falls back): eddy_loop_init_explain() says why and
+ * what to do.
  */
 int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts);
 
 /* A sentence that explains an eddy_loop_init() failure to an operator. */
 const char *eddy_loop_init_explain(int err);
+
+/*
+ * Backends.  The loop runs on io_uring or, where io_uring is refused, on
+ * epoll, with the same contract.  opts->backend, else EDDY_BACKEND (unless
+ * opts->ignore_env), chooses: "io_uring" (refused: eddy_loop_init fails as
+ * described above), "epoll", or "auto" (the default): io_uring, and epoll
+ * when io_uring_setup says EPERM, EACCES or ENOSYS (seccomp, the sysctl
+ * kernel.io_uring_disabled, an old or foreign kernel) or ENOMEM under a
+ * finite RLIMIT_MEMLOCK; that fallback logs one warning (why io_uring was
+ * refused, and that the loop runs on epoll).  An unknown name logs a
+ * warning and means "auto".  On epoll eddy_loop_features() and
+ * eddy_loop_setup_flags() are 0 (every feature bit is io_uring's), and the
+ * stats count: sqes = system calls made for operations, completions =
+ * results delivered, submit_calls = epoll waits, inflight = operations
+ * waiting for readiness or a timer; sq_full and cq_overflows stay 0.
+ */
+/* The backend the loop runs on: "io_uring" or "epoll". */
+const char *eddy_loop_backend(const struct eddy_loop *loop);
 
 /*
  * Frees the loop.  Returns -EBUSY (and frees nothing) while operations are
