@@ -265,7 +265,11 @@ static void test_counters(void **state)
     assert_int_equal(calls, 3);
     eddy_loop_stats(loop, &st);
     assert_true(st.sqes >= 2);        /* the timer and the wake-up read at least */
-    assert_true(st.completions >= 2); /* the timer and the wake-up (work done) */
+    /* The timer's at least.  The wake-up for the finished job is not
+     * counted for sure: the loop may take the job off its queue before the
+     * eventfd read completes, and then end without reaping it (seen on an
+     * emulated 6.1 kernel). */
+    assert_true(st.completions >= 1);
     assert_true(st.submit_calls > 0);
     assert_true(st.iterations > 0);
     assert_int_equal(st.active, 0);
