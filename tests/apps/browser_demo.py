@@ -2,7 +2,7 @@
 """The demo's home page in a real browser (ctest label "browser").
 
 Starts eddy-demo (--port 0 --time-port 0 --delay-ms 200, loopback only),
-opens the deep link /#race=block,noblock,offload&n=10 in headless Chromium
+opens the deep link /#race=block,noblock,offload,coro&n=10 in headless Chromium
 (Debian's chromium + chromium-driver, driven by python3-selenium), waits
 for the timelines and checks, from the page's DOM:
 
@@ -121,7 +121,7 @@ return out;
 
 
 def check_races(tl):
-    for name in ("block", "noblock", "offload"):
+    for name in ("block", "noblock", "offload", "coro"):
         t = tl.get(name)
         if not t or t["state"] != "done":
             fail("%s's timeline was not drawn: %r" % (name, t))
@@ -152,19 +152,21 @@ def check_races(tl):
     if not (0.75 * DELAY <= median <= 2 * DELAY):
         fail("block's median step is %.1f ms, not about one delay (%d ms)" % (median, DELAY))
 
-    # noblock: one column, every bar overlaps every other.
-    nb = tl["noblock"]["bars"]
-    last_start = max(b[0] for b in nb)
-    first_end = min(b[1] for b in nb)
-    print("noblock: last start %.1f ms, first end %.1f ms, wall %.1f ms"
-          % (last_start, first_end, tl["noblock"]["wall"]))
-    if not last_start < first_end:
-        fail("noblock's bars do not all overlap: one starts at %.1f ms, one ends at %.1f ms"
-             % (last_start, first_end))
-    if first_end < 0.75 * DELAY:
-        fail("a noblock request ended after %.1f ms, before the delay" % first_end)
-    if tl["noblock"]["wall"] >= 4 * DELAY:
-        fail("noblock took %.1f ms: not one delay but several" % tl["noblock"]["wall"])
+    # noblock, and coro (straight-line code on a fiber): one column, every
+    # bar overlaps every other.
+    for name in ("noblock", "coro"):
+        nb = tl[name]["bars"]
+        last_start = max(b[0] for b in nb)
+        first_end = min(b[1] for b in nb)
+        print("%s: last start %.1f ms, first end %.1f ms, wall %.1f ms"
+              % (name, last_start, first_end, tl[name]["wall"]))
+        if not last_start < first_end:
+            fail("%s's bars do not all overlap: one starts at %.1f ms, one ends at %.1f ms"
+                 % (name, last_start, first_end))
+        if first_end < 0.75 * DELAY:
+            fail("a %s request ended after %.1f ms, before the delay" % (name, first_end))
+        if tl[name]["wall"] >= 4 * DELAY:
+            fail("%s took %.1f ms: not one delay but several" % (name, tl[name]["wall"]))
 
     # offload: waves of the pool's size (4), so between the two.
     ow, bw = tl["offload"]["wall"], tl["block"]["wall"]
@@ -216,7 +218,7 @@ def main():
         d = browser(webdriver, Options, Service, chromium, driver, os.path.join(tmp, "p1"))
         drivers.append(d)
         t0 = time.monotonic()
-        d.get(base + "#race=block,noblock,offload&n=%d" % N)
+        d.get(base + "#race=block,noblock,offload,coro&n=%d" % N)
         try:
             WebDriverWait(d, 120, poll_frequency=0.2).until(
                 lambda x: x.execute_script("return document.body.dataset.races") == "done")
