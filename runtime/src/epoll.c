@@ -501,31 +501,6 @@ static int try_once(struct eddy_loop *loop, struct eddy_op *op)
 
 /* ---- multishot kinds: what one try does ------------------------------- */
 
-static bool accept_transient(int res)
-{
-    switch (res) {
-    case -ECONNABORTED:
-    case -EINTR:
-    case -EPROTO:
-    case -EPERM:
-    case -ENETDOWN:
-    case -ENOPROTOOPT:
-    case -EHOSTDOWN:
-    case -ENONET:
-    case -EHOSTUNREACH:
-    case -EOPNOTSUPP:
-    case -ENETUNREACH:
-        return true;
-    default:
-        return false;
-    }
-}
-
-static bool accept_exhausted(int res)
-{
-    return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
-}
-
 /* What the head of a FIFO did: wait for the next edge, or go on. */
 enum { STEP_WAIT, STEP_NEXT };
 
@@ -556,10 +531,7 @@ static int accept_step(struct eddy_loop *loop, struct eddy_op *op)
     if (accept_exhausted(res)) {
         /* Out of descriptors or memory: say so, wait, try again.  Spinning
          * on accept would only burn the CPU the server needs to free them. */
-        unsigned ms = op->u.accept.backoff_ms ? op->u.accept.backoff_ms * 2 : 10;
-        if (ms > 250)
-            ms = 250;
-        op->u.accept.backoff_ms = ms;
+        unsigned ms = accept_backoff_next(op);
         unpark(loop, op);
         if (heap_push(loop, op, eddy_update_time(loop) + (int64_t)ms * 1000000) < 0) {
             complete(loop, op, res);

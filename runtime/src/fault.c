@@ -528,18 +528,6 @@ unsigned fault_clamp(struct eddy_loop *loop, struct eddy_op *op, unsigned len)
     return r->n;
 }
 
-static bool accept_exhausted(int err)
-{
-    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
-/* As uring.c's accept_transient: errors accept retries without a word. */
-static bool accept_transient(int err)
-{
-    return err == ECONNABORTED || err == EINTR || err == EPROTO || err == EPERM ||
-           err == ENETDOWN || err == EHOSTUNREACH || err == ENETUNREACH;
-}
-
 /* Ends a multishot op with err: its cancel goes to the kernel, and its
  * final callback (-ECANCELED) carries err instead (fault_final). */
 static void end_with(struct eddy_loop *loop, struct eddy_op *op, int err)
@@ -574,9 +562,9 @@ int fault_deliver(struct eddy_loop *loop, struct eddy_op *op, int res)
     log_injection(loop, r, fk, op, "deliver");
     if (fk == FK_ACCEPT) {
         close(res); /* the connection the caller never hears of */
-        if (accept_exhausted(r->err))
+        if (accept_exhausted(-r->err))
             return -r->err; /* as the kernel's: EDDY_OP_MORE, accepting goes on */
-        if (!accept_transient(r->err))
+        if (!accept_transient(-r->err))
             end_with(loop, op, r->err); /* a fatal error ends it */
         return FAULT_HELD; /* a transient one is retried quietly, as the kernel's */
     }

@@ -199,6 +199,9 @@ const char *features_env_backend(void);
 const char *features_env_faults(void);
 
 /* loop.c */
+bool accept_transient(int res);  /* -errno accept retries without a word */
+bool accept_exhausted(int res);  /* -EMFILE/-ENFILE/-ENOBUFS/-ENOMEM: back off */
+unsigned accept_backoff_next(struct eddy_op *op); /* ms: 10 doubling to 250 */
 int64_t mono_ns(void);
 int64_t coarse_ns(void);
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);

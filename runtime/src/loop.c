@@ -502,6 +502,44 @@ unsigned eddy_loop_attached(const struct eddy_loop *loop)
     return loop->attached;
 }
 
+/* Accept errors both backends (and the fault injector) treat alike. */
+bool accept_transient(int res)
+{
+    switch (res) {
+    case -ECONNABORTED:
+    case -EINTR:
+    case -EPROTO:
+    case -EPERM:
+    case -ENETDOWN:
+    case -ENOPROTOOPT:
+    case -EHOSTDOWN:
+    case -ENONET:
+    case -EHOSTUNREACH:
+    case -EOPNOTSUPP:
+    case -ENETUNREACH:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool accept_exhausted(int res)
+{
+    return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
+}
+
+/* The next accept back-off: 10 ms, doubling, capped at 250 ms (accepting
+ * resumes well within a second of descriptors freeing; four tries a second
+ * cost nothing).  A successful accept resets it (backoff_ms = 0). */
+unsigned accept_backoff_next(struct eddy_op *op)
+{
+    unsigned ms = op->u.accept.backoff_ms ? op->u.accept.backoff_ms * 2 : 10;
+    if (ms > 250)
+        ms = 250;
+    op->u.accept.backoff_ms = ms;
+    return ms;
+}
+
 /* Runs the final callbacks deferred so far (not those they defer). */
 static void run_pending(struct eddy_loop *loop)
 {

@@ -510,26 +510,6 @@ static void uring_cancel(struct eddy_loop *loop, struct eddy_op *op)
 
 /* ---- completions ------------------------------------------------------ */
 
-static bool accept_transient(int res)
-{
-    switch (res) {
-    case -ECONNABORTED:
-    case -EINTR:
-    case -EPROTO:
-    case -EPERM:
-    case -ENETDOWN:
-    case -ENOPROTOOPT:
-    case -EHOSTDOWN:
-    case -ENONET:
-    case -EHOSTUNREACH:
-    case -EOPNOTSUPP:
-    case -ENETUNREACH:
-        return true;
-    default:
-        return false;
-    }
-}
-
 static void send_finish(struct eddy_loop *loop, struct eddy_op *op, int res);
 
 /* The final callback of any kind (a send may still wait for notifications). */
@@ -571,11 +551,6 @@ static void ready_done(struct eddy_loop *loop, struct eddy_op *op, int res)
     op_end_kind(loop, op, res);
 }
 
-static bool accept_exhausted(int res)
-{
-    return res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM;
-}
-
 static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
                             unsigned cflags)
 {
@@ -607,12 +582,7 @@ static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
     if (accept_exhausted(res)) {
         /* Out of descriptors or memory: say so, wait, try again.  Spinning
          * on accept would only burn the CPU the server needs to free them. */
-        unsigned ms = op->u.accept.backoff_ms ? op->u.accept.backoff_ms * 2 : 10;
-        /* Capped low enough that accepting resumes well within a second of
-         * descriptors freeing; four tries a second cost nothing. */
-        if (ms > 250)
-            ms = 250;
-        op->u.accept.backoff_ms = ms;
+        unsigned ms = accept_backoff_next(op);
         op->state = ST_BACKOFF;
         struct io_uring_sqe *sqe = io_uring_get_sqe(&U(loop)->ring);
         if (!sqe) {
