@@ -12,10 +12,13 @@
 # usage: tools/bench-echo.sh [--build-dir DIR] [--rounds N] [--time S]
 #                            [--conns N] [--depth D] [--sizes "64 4096"]
 #                            [--server-cpu C] [--load-cpu C] [--json FILE]
-#                            [--no-build]
+#                            [--no-build] [--backend B]
 #   --build-dir DIR  default build/bench, configured here (Release, no
 #                    tests); a DIR configured by someone else (a preset's)
 #                    is only built, with its own options
+#   --backend B      run eddy-echo with EDDY_BACKEND=B (auto, io_uring or
+#                    epoll; default: the environment's); the echo-epoll
+#                    reference is the same either way
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +33,7 @@ server_cpu=1
 load_cpu=0
 json=""
 do_build=1
+backend=""
 
 # The comment at the top, up to the first line of code.
 usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
@@ -45,6 +49,7 @@ while [ $# -gt 0 ]; do
     --load-cpu) load_cpu=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
+    --backend) backend=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench-echo: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -113,6 +118,10 @@ cpu_ticks() {
     echo "${12} ${13}"
 }
 
+if [ -n "$backend" ]; then
+    case "$backend" in auto|io_uring|epoll) ;; *) echo "bench-echo: --backend auto|io_uring|epoll" >&2; exit 2 ;; esac
+    export EDDY_BACKEND=$backend # the servers inherit it; only eddy-echo reads it
+fi
 start_server eddy "$eddy_bin"
 eddy_pid=$SERVER_PID eddy_port=$SERVER_PORT
 start_server epoll "$epoll_bin"
@@ -121,7 +130,7 @@ hz=$(getconf CLK_TCK)
 
 echo "eddy-echo pid $eddy_pid port $eddy_port; echo-epoll pid $epoll_pid port $epoll_port"
 echo "servers on CPU $server_cpu, echo-load on CPU $load_cpu; $conns connections, depth $depth, ${secs}s per run, $rounds rounds"
-echo "kernel $(uname -r); $(nproc) CPUs"
+echo "kernel $(uname -r); $(nproc) CPUs; eddy-echo with EDDY_BACKEND=${EDDY_BACKEND:-(unset: auto)}"
 echo
 
 results="$tmp/results"

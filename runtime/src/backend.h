@@ -5,7 +5,8 @@
  * that makes a full queue nobody's problem); a backend turns ops into
  * kernel work and kernel results back into calls of the loop's op_*
  * functions.  One backend serves a loop for its whole life, chosen at
- * eddy_loop_init(): uring.c or epoll.c.
+ * eddy_loop_init(): io_uring (uring.c, uring_submit.c, uring_complete.c)
+ * or epoll (epoll*.c).
  *
  * Calling the backend.  The loop calls through loop->be: one indirect call
  * per op armed (arm), three per loop iteration (flush_backlog, enter, reap)
@@ -89,7 +90,8 @@ struct backend {
     int (*timer_update)(struct eddy_loop *loop, struct eddy_op *op, int64_t next_ns);
     /* eddy_post_to() from the owning thread of from: deliver op (filled in,
      * ST_TSPOST) to loop to as op_finish(op, 0) on to's thread.  false: not
-     * taken (no fast path, no room); the caller uses eddy_post_threadsafe. */
+     * taken (no fast path, no room); the caller then takes the way of
+     * eddy_post_threadsafe (ts_push). */
     bool (*post_to)(struct eddy_loop *from, struct eddy_loop *to, struct eddy_op *op);
 
     /* ---- the run loop, once per iteration, in this order ---- */

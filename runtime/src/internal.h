@@ -34,7 +34,7 @@ enum op_kind {
     K_POST_TS,
     K_WORK,
     K_SIGNAL,
-    K_INTERNAL_READ, /* the loop's eventfd / signalfd reads */
+    K_INTERNAL_READ, /* the loop's wake-up: a read of its eventfd */
 };
 
 enum op_state {
@@ -68,6 +68,7 @@ enum {
     PF_DONE = 1u << 13,       /* epoll: result in op->res, on the backend's done list */
     PF_BLOCKING = 1u << 14,   /* epoll: accept on a blocking listener: poll(2) before accept4 */
     PF_FAULT_SKIP = 1u << 15, /* fault.c: a delayed final, not to be faulted again */
+    PF_FDREF = 1u << 16,      /* epoll: counted in its descriptor's busy count */
     /* fault.c: bits 24..31 hold an errno a multishot op ends with (its
      * cancel is on its way); eddy_cancel() clears them */
     PF_FAULT_END_SHIFT = 24,
@@ -163,7 +164,8 @@ struct eddy_loop {
 /* fault.c: the injector (eddy/fault.h).  Each is called only when
  * loop->faults is set; see fault.c for what each site may inject. */
 struct fault_set;
-int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind);
+/* fault_start: fail:E, or op_start_tail()'s result (op_start's tail call). */
+int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);
 bool fault_arm(struct eddy_loop *loop, struct eddy_op *op);
 /* fault_deliver and fault_final return the result to give, or FAULT_HELD:
  * no callback now (a descriptor closed; a final held back). */
@@ -202,10 +204,19 @@ const char *features_env_faults(void);
 bool accept_transient(int res);  /* -errno accept retries without a word */
 bool accept_exhausted(int res);  /* -EMFILE/-ENFILE/-ENOBUFS/-ENOMEM: back off */
 unsigned accept_backoff_next(struct eddy_op *op); /* ms: 10 doubling to 250 */
+struct msghdr;
+/* Moves msg's iovecs past n sent bytes (a short sendmsg); true if bytes
+ * remain. */
+bool sendmsg_advance(struct msghdr *msg, size_t n);
 int64_t mono_ns(void);
 int64_t coarse_ns(void);
 int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb);
+/* op_begin() for an op of the loop's own: PF_INTERNAL, not counted active,
+ * op->data = loop, op->label = label. */
+void op_begin_internal(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb,
+                       const char *label);
 int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err);
+int op_start_tail(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err);
 void op_start_undo(struct eddy_loop *loop, struct eddy_op *op);
 void op_defer_final(struct eddy_loop *loop, struct eddy_op *op, int res);
 void op_deliver(struct eddy_loop *loop, struct eddy_op *op, int res, unsigned flags);
@@ -218,6 +229,29 @@ static inline void op_arm(struct eddy_loop *loop, struct eddy_op *op)
     if (__builtin_expect(loop->faults != NULL, 0) && fault_arm(loop, op))
         return; /* its final callback is deferred with an injected error */
     loop->be->arm(loop, op);
+}
+
+/* The descriptor op works on (any kind with one; the rest: u.rw's). */
+static inline int op_target_fd(const struct eddy_op *op)
+{
+    switch (op->kind) {
+    case K_ACCEPT:
+        return op->u.accept.fd;
+    case K_CONNECT:
+        return op->u.connect.fd;
+    case K_RECV:
+        return op->u.recv.fd;
+    case K_RECV_MULTI:
+        return op->u.recvm.fd;
+    case K_SEND:
+        return op->u.send.fd;
+    case K_SENDMSG:
+        return op->u.sendmsg.fd;
+    case K_POLL:
+        return op->u.poll.fd;
+    default:
+        return op->u.rw.fd;
+    }
 }
 
 /* An op that owes a cancel sits on the backlog while the kernel still has
@@ -251,6 +285,16 @@ void bufpool_park(struct eddy_bufpool *pool, struct eddy_op *op);
 bool bufpool_take(struct eddy_bufpool *pool, uint16_t *bid);
 
 /* work.c */
+/* Starts a thread of the loop's own (a worker, the watchdog) with every
+ * signal blocked.  0 or -errno. */
+int loop_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+/* Stops threads started so: sets *quit under mu, wakes every waiter on cv,
+ * and joins the n threads. */
+void loop_threads_stop(pthread_mutex_t *mu, pthread_cond_t *cv, bool *quit,
+                       const pthread_t *threads, unsigned n);
+/* One read(2)/write(2) of op's u.rw, or pread/pwrite at its offset (none:
+ * (uint64_t)-1): bytes, or -errno.  Blocks on a blocking descriptor. */
+int op_rw_syscall(const struct eddy_op *op, bool wr);
 int wpool_submit(struct eddy_loop *loop, struct eddy_op *op);
 int wpool_cancel(struct eddy_loop *loop, struct eddy_op *op);
 void wpool_destroy(struct eddy_loop *loop);

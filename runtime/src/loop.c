@@ -2,7 +2,8 @@
  * The proactor loop, backend-neutral: set-up, the life of an operation
  * (start, deferred and final callbacks, cancel), the run loop and its
  * phases, teardown, the allocator and the log.  Everything that talks to
- * the kernel is behind loop->be (backend.h; uring.c).
+ * the kernel is behind loop->be (backend.h: uring.c with uring_submit.c and
+ * uring_complete.c, or epoll*.c).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -119,6 +121,25 @@ static bool uring_refused(int rc)
            rl.rlim_cur != RLIM_INFINITY;
 }
 
+/* The features o and the environment switch off (with what depends on
+ * them); *stall_ms from EDDY_STALL_MS unless o set it. */
+static unsigned options_env(struct eddy_loop *loop, const struct eddy_loop_options *o,
+                            unsigned *stall_ms)
+{
+    unsigned disable = o->disable;
+    if (!o->ignore_env) {
+        const char *bad = NULL;
+        disable |= features_env_disable(&bad);
+        if (bad)
+            loop->log(loop->log_ud, EDDY_LOG_WARN,
+                      "EDDY_DISABLE names an unknown feature; ignored");
+        const char *s = getenv("EDDY_STALL_MS");
+        if (!*stall_ms && s)
+            *stall_ms = (unsigned)strtoul(s, NULL, 10);
+    }
+    return features_disable_closure(disable);
+}
+
 const char *eddy_loop_backend(const struct eddy_loop *loop)
 {
     return loop->be->name;
@@ -149,19 +170,8 @@ int eddy_loop_init(struct eddy_loop **out, const struct eddy_loop_options *opts)
     loop->wake_fd = -1;
     loop->pool_threads = o.pool_threads ? o.pool_threads : 4;
 
-    unsigned disable = o.disable;
     unsigned stall_ms = o.stall_ms;
-    if (!o.ignore_env) {
-        const char *bad = NULL;
-        disable |= features_env_disable(&bad);
-        if (bad)
-            loop->log(loop->log_ud, EDDY_LOG_WARN,
-                      "EDDY_DISABLE names an unknown feature; ignored");
-        const char *s = getenv("EDDY_STALL_MS");
-        if (!stall_ms && s)
-            stall_ms = (unsigned)strtoul(s, NULL, 10);
-    }
-    disable = features_disable_closure(disable);
+    unsigned disable = options_env(loop, &o, &stall_ms);
 
     const char *name = o.backend;
     if (!name && !o.ignore_env)
@@ -253,7 +263,14 @@ int op_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, i
     if (!err && op->deadline_ns && deadline_refused(kind))
         err = -EINVAL;
     if (!err && __builtin_expect(loop->faults != NULL, 0))
-        err = fault_start(loop, op, kind); /* fail:EAGAIN / fail:ENOMEM */
+        return fault_start(loop, op, kind, cb); /* fail:E, else op_start_tail() */
+    return op_start_tail(loop, op, kind, cb, err);
+}
+
+/* op_start() from its verdict on; fault_start() ends in it too (a tail
+ * call, so the path without faults keeps no stack frame for it). */
+int op_start_tail(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb, int err)
+{
     if (!err)
         err = op_begin(loop, op, kind, cb);
     if (err)
@@ -287,6 +304,19 @@ int op_begin(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb)
     op->next = op->prev = NULL;
     loop->active++;
     return 0;
+}
+
+/* Records one of the loop's own ops (the wake-up read, the signalfd poll,
+ * the fault injector's timer): not counted active, so it never keeps
+ * eddy_loop_run() going; op->data is the loop.  Not armed yet. */
+void op_begin_internal(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb,
+                       const char *label)
+{
+    op_begin(loop, op, kind, cb);
+    loop->active--;
+    op->pflags = PF_INTERNAL;
+    op->label = label;
+    op->data = loop;
 }
 
 /*
@@ -401,10 +431,9 @@ int eddy_cancel(struct eddy_loop *loop, struct eddy_op *op)
      * lock); a job in ST_WORK never has PF_CANCEL set. */
     if (op->state == ST_WORK)
         return wpool_cancel(loop, op);
-    if (op->pflags & PF_FAULT_END_MASK)
-        return fault_cancel(loop, op); /* a fault's cancel is on its way: now the caller's */
+    /* A fault's cancel on its way (it set PF_CANCEL too) becomes the caller's. */
     if (op->pflags & PF_CANCEL)
-        return -EALREADY;
+        return op->pflags & PF_FAULT_END_MASK ? fault_cancel(loop, op) : -EALREADY;
     op->pflags |= PF_CANCEL;
     switch (op->state) {
     case ST_QUEUED:
@@ -540,11 +569,29 @@ unsigned accept_backoff_next(struct eddy_op *op)
     return ms;
 }
 
+bool sendmsg_advance(struct msghdr *msg, size_t n)
+{
+    while (msg->msg_iovlen && n >= msg->msg_iov[0].iov_len) {
+        n -= msg->msg_iov[0].iov_len;
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    if (msg->msg_iovlen) {
+        msg->msg_iov[0].iov_base = (char *)msg->msg_iov[0].iov_base + n;
+        msg->msg_iov[0].iov_len -= n;
+    }
+    while (msg->msg_iovlen && msg->msg_iov[0].iov_len == 0) {
+        msg->msg_iov++;
+        msg->msg_iovlen--;
+    }
+    return msg->msg_iovlen > 0;
+}
+
 /* Runs the final callbacks deferred so far (not those they defer). */
 static void run_pending(struct eddy_loop *loop)
 {
     struct oplist batch = loop->pending;
-    loop->pending.head = loop->pending.tail = NULL;
+    loop->pending = (struct oplist){NULL, NULL};
     struct eddy_op *op;
     while ((op = oplist_pop(&batch)))
         op_finish(loop, op, op->res);

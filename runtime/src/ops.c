@@ -1,7 +1,8 @@
 /*
  * The starters of the operations: each checks its arguments, records them
- * in the op and arms it in the backend (uring.c says how each kind becomes
- * kernel work and what it does with its completions).
+ * in the op and arms it in the backend (uring_submit.c and epoll.c say how
+ * each kind becomes kernel work, uring_complete.c and epoll.c what it does
+ * with its completions).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -14,18 +15,16 @@
 /* ---- starters --------------------------------------------------------- */
 
 /* Every starter goes through op_start() with its verdict on its own
- * arguments (0 or -errno): -EBUSY and deadline rules live there, once. */
-#define START(kind, err)                                                       \
-    do {                                                                       \
-        int rc_ = op_start(loop, op, (kind), cb, (err));                       \
-        if (rc_ < 0)                                                           \
-            return rc_;                                                        \
-    } while (0)
+ * arguments (0 or -errno): -EBUSY and deadline rules live there, once.
+ * Only once it succeeds are the op's arguments written: an op already
+ * active is left as it is. */
 
 int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
                 struct sockaddr *addr, socklen_t *addrlen, int flags, eddy_cb cb)
 {
-    START(K_ACCEPT, fd < 0 ? -EINVAL : 0);
+    int rc = op_start(loop, op, K_ACCEPT, cb, fd < 0 ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.accept.fd = fd;
     op->u.accept.addr = addr;
     op->u.accept.addrlen = addrlen;
@@ -38,7 +37,9 @@ int eddy_accept(struct eddy_loop *loop, struct eddy_op *op, int fd,
 int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
                  const struct sockaddr *addr, socklen_t len, eddy_cb cb)
 {
-    START(K_CONNECT, fd < 0 || !addr ? -EINVAL : 0);
+    int rc = op_start(loop, op, K_CONNECT, cb, fd < 0 || !addr ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.connect.fd = fd;
     op->u.connect.addr = addr;
     op->u.connect.len = len;
@@ -49,7 +50,9 @@ int eddy_connect(struct eddy_loop *loop, struct eddy_op *op, int fd,
 int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
               size_t len, unsigned msgflags, eddy_cb cb)
 {
-    START(K_RECV, fd < 0 || (!buf && len) ? -EINVAL : 0);
+    int rc = op_start(loop, op, K_RECV, cb, fd < 0 || (!buf && len) ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.recv.fd = fd;
     op->u.recv.buf = buf;
     op->u.recv.len = len;
@@ -61,7 +64,10 @@ int eddy_recv(struct eddy_loop *loop, struct eddy_op *op, int fd, void *buf,
 static int start_recv_pool(struct eddy_loop *loop, struct eddy_op *op, int fd,
                            struct eddy_bufpool *pool, unsigned pflags, eddy_cb cb)
 {
-    START(K_RECV_MULTI, fd < 0 || !pool || pool->loop != loop ? -EINVAL : 0);
+    int bad = fd < 0 || !pool || pool->loop != loop;
+    int rc = op_start(loop, op, K_RECV_MULTI, cb, bad ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->pflags |= pflags;
     op->u.recvm.fd = fd;
     op->u.recvm.pool = pool;
@@ -85,7 +91,10 @@ int eddy_recv_once(struct eddy_loop *loop, struct eddy_op *op, int fd,
 static int start_send(struct eddy_loop *loop, struct eddy_op *op, int fd,
                       const void *buf, size_t len, unsigned msgflags, bool zc, eddy_cb cb)
 {
-    START(K_SEND, fd < 0 || !buf || len == 0 || len > INT32_MAX ? -EINVAL : 0);
+    int bad = fd < 0 || !buf || len == 0 || len > INT32_MAX;
+    int rc = op_start(loop, op, K_SEND, cb, bad ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.send.fd = fd;
     op->u.send.buf = buf;
     op->u.send.len = (uint32_t)len;
@@ -117,7 +126,9 @@ int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
     if (fd >= 0 && msg && (msg->msg_iov || !msg->msg_iovlen))
         for (size_t i = 0; i < msg->msg_iovlen && total <= INT32_MAX; i++)
             total += msg->msg_iov[i].iov_len;
-    START(K_SENDMSG, total == 0 || total > INT32_MAX ? -EINVAL : 0);
+    int rc = op_start(loop, op, K_SENDMSG, cb, total == 0 || total > INT32_MAX ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.sendmsg.fd = fd;
     op->u.sendmsg.msg = msg;
     op->u.sendmsg.msgflags = msgflags;
@@ -129,7 +140,9 @@ int eddy_sendmsg(struct eddy_loop *loop, struct eddy_op *op, int fd,
 static int start_rw(struct eddy_loop *loop, struct eddy_op *op, int kind, int fd,
                     void *buf, unsigned len, uint64_t offset, eddy_cb cb)
 {
-    START(kind, fd < 0 || (!buf && len) ? -EINVAL : 0);
+    int rc = op_start(loop, op, kind, cb, fd < 0 || (!buf && len) ? -EINVAL : 0);
+    if (rc < 0)
+        return rc;
     op->u.rw.fd = fd;
     op->u.rw.buf = buf;
     op->u.rw.len = len;
@@ -152,7 +165,9 @@ int eddy_write(struct eddy_loop *loop, struct eddy_op *op, int fd,
 
 int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb)
 {
-    START(K_CLOSE, fd < 0 ? -EBADF : 0);
+    int rc = op_start(loop, op, K_CLOSE, cb, fd < 0 ? -EBADF : 0);
+    if (rc < 0)
+        return rc;
     op->u.shut.fd = fd;
     op_arm(loop, op);
     return 0;
@@ -161,13 +176,14 @@ int eddy_close(struct eddy_loop *loop, struct eddy_op *op, int fd, eddy_cb cb)
 int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
                   eddy_cb cb)
 {
-    START(K_SHUTDOWN, fd < 0 ? -EBADF : 0);
+    int rc = op_start(loop, op, K_SHUTDOWN, cb, fd < 0 ? -EBADF : 0);
+    if (rc < 0)
+        return rc;
     op->u.shut.fd = fd;
     op->u.shut.how = how;
     if (!(loop->features & EDDY_FEAT_SHUTDOWN)) {
         /* Before 5.11: the system call, its result as a completion. */
-        int rc = shutdown(fd, how);
-        op_defer_final(loop, op, rc < 0 ? -errno : 0);
+        op_defer_final(loop, op, shutdown(fd, how) < 0 ? -errno : 0);
         return 0;
     }
     op_arm(loop, op);
@@ -177,7 +193,9 @@ int eddy_shutdown(struct eddy_loop *loop, struct eddy_op *op, int fd, int how,
 int eddy_poll(struct eddy_loop *loop, struct eddy_op *op, int fd,
               unsigned events, eddy_cb cb)
 {
-    START(K_POLL, fd < 0 ? -EBADF : 0);
+    int rc = op_start(loop, op, K_POLL, cb, fd < 0 ? -EBADF : 0);
+    if (rc < 0)
+        return rc;
     op->u.poll.fd = fd;
     op->u.poll.events = events;
     op_arm(loop, op);
@@ -187,7 +205,9 @@ int eddy_poll(struct eddy_loop *loop, struct eddy_op *op, int fd,
 static int start_timer(struct eddy_loop *loop, struct eddy_op *op, int64_t abs_ns,
                        int64_t interval_ns, int err, eddy_cb cb)
 {
-    START(K_TIMER, err);
+    int rc = op_start(loop, op, K_TIMER, cb, err);
+    if (rc < 0)
+        return rc;
     op->u.timer.next_ns = abs_ns;
     op->u.timer.interval_ns = interval_ns;
     if (interval_ns)
@@ -248,10 +268,12 @@ int eddy_timer_update(struct eddy_loop *loop, struct eddy_op *op, uint64_t ms)
 
 int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_cb cb)
 {
-    START(K_WORK, fn ? 0 : -EINVAL);
+    int rc = op_start(loop, op, K_WORK, cb, fn ? 0 : -EINVAL);
+    if (rc < 0)
+        return rc;
     op->u.work.fn = fn;
     op->u.work.res = 0;
-    int rc = wpool_submit(loop, op);
+    rc = wpool_submit(loop, op);
     if (rc < 0) {
         op_start_undo(loop, op);
         return rc;

@@ -40,7 +40,9 @@ void ts_push(struct eddy_loop *loop, struct eddy_op *op)
     loop_wake(loop);
 }
 
-void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb)
+/* Fills op in as a post to loop's thread (any thread may: no loop state is
+ * read); ts_push() then hands it over. */
+static void post_ts_init(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb)
 {
     op->cb = cb;
     op->kind = K_POST_TS;
@@ -49,25 +51,20 @@ void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb
     op->pflags = 0;
     op->res = 0;
     op->state = ST_TSPOST;
+}
+
+void eddy_post_threadsafe(struct eddy_loop *loop, struct eddy_op *op, eddy_cb cb)
+{
+    post_ts_init(loop, op, cb);
     ts_push(loop, op);
 }
 
 void eddy_post_to(struct eddy_loop *from, struct eddy_loop *to, struct eddy_op *op,
                   eddy_cb cb)
 {
-    if (!from || from == to) {
-        eddy_post_threadsafe(to, op, cb);
-        return;
-    }
-    op->cb = cb;
-    op->kind = K_POST_TS;
-    op->loop = to;
-    op->flags = 0;
-    op->pflags = 0;
-    op->res = 0;
-    op->state = ST_TSPOST;
-    if (!from->be->post_to(from, to, op))
-        eddy_post_threadsafe(to, op, cb);
+    post_ts_init(to, op, cb);
+    if (!from || from == to || !from->be->post_to(from, to, op))
+        ts_push(to, op); /* eddy_post_threadsafe()'s way */
 }
 
 /* Runs everything other threads pushed, oldest first. */
@@ -107,12 +104,8 @@ static void post_wake_done(struct eddy_op *op, int res)
 void post_arm_wake(struct eddy_loop *loop)
 {
     struct eddy_op *op = &loop->wake_op;
-    op->data = loop;
     op->state = ST_IDLE;
-    op_begin(loop, op, K_INTERNAL_READ, post_wake_done);
-    loop->active--;
-    op->pflags = PF_INTERNAL;
-    op->label = "eddy wake-up";
+    op_begin_internal(loop, op, K_INTERNAL_READ, post_wake_done, "eddy wake-up");
     op->u.rw.fd = loop->wake_fd;
     op->u.rw.buf = &loop->wake_buf;
     op->u.rw.len = sizeof loop->wake_buf;

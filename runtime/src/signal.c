@@ -82,11 +82,7 @@ static void arm_sigpoll(struct eddy_loop *loop)
     if (op->state != ST_IDLE || loop->closing)
         return;
     bool tick = atomic_load(&sigpoll_refused);
-    op_begin(loop, op, tick ? K_TIMER : K_POLL, sigpoll_done);
-    loop->active--;
-    op->pflags = PF_INTERNAL;
-    op->data = loop;
-    op->label = "eddy signalfd";
+    op_begin_internal(loop, op, tick ? K_TIMER : K_POLL, sigpoll_done, "eddy signalfd");
     if (tick) {
         op->u.timer.next_ns = eddy_update_time(loop) + SIG_TICK_MS * 1000000LL;
         op->u.timer.interval_ns = 0;

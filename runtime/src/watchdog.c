@@ -98,15 +98,11 @@ int watchdog_start(struct eddy_loop *loop, unsigned stall_ms)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&wd->cv, &ca);
     pthread_condattr_destroy(&ca);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&wd->thread, NULL, watch, loop);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
+    int rc = loop_thread_start(&wd->thread, watch, loop);
+    if (rc < 0) {
         pthread_mutex_destroy(&wd->mu);
         pthread_cond_destroy(&wd->cv);
-        return -rc;
+        return rc;
     }
     wd->running = true;
     return 0;
@@ -117,11 +113,7 @@ void watchdog_stop(struct eddy_loop *loop)
     struct watchdog *wd = &loop->wd;
     if (!wd->running)
         return;
-    pthread_mutex_lock(&wd->mu);
-    wd->quit = true;
-    pthread_cond_signal(&wd->cv);
-    pthread_mutex_unlock(&wd->mu);
-    pthread_join(wd->thread, NULL);
+    loop_threads_stop(&wd->mu, &wd->cv, &wd->quit, &wd->thread, 1);
     pthread_mutex_destroy(&wd->mu);
     pthread_cond_destroy(&wd->cv);
     wd->running = false;

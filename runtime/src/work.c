@@ -1,7 +1,9 @@
 /*
  * The worker pool: blocking work runs on pool threads; its completion comes
  * back to the loop thread through the same lock-free queue as
- * eddy_post_threadsafe(), so the loop never blocks on the pool.
+ * eddy_post_threadsafe(), so the loop never blocks on the pool.  Also the
+ * start and stop of the loop's own threads (the watchdog's too), and the
+ * read/write system call the pool and the epoll backend share.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -10,20 +12,44 @@
 #include <signal.h>
 #include <unistd.h>
 
-/* The epoll backend's reads and writes of regular files (which never say
- * EAGAIN, so epoll cannot wait for them) run here, as jobs. */
-static int file_io(struct eddy_op *op)
+int op_rw_syscall(const struct eddy_op *op, bool wr)
 {
+    const int fd = op->u.rw.fd;
     ssize_t n;
-    bool wr = op->kind == K_WRITE;
-    if (op->u.rw.off == (uint64_t)-1)
-        n = wr ? write(op->u.rw.fd, op->u.rw.buf, op->u.rw.len)
-               : read(op->u.rw.fd, op->u.rw.buf, op->u.rw.len);
+    /* The loop's eventfd read says offset 0, but an eventfd has none. */
+    if (op->u.rw.off == (uint64_t)-1 || op->kind == K_INTERNAL_READ)
+        n = wr ? write(fd, op->u.rw.buf, op->u.rw.len) : read(fd, op->u.rw.buf, op->u.rw.len);
     else
-        n = wr ? pwrite(op->u.rw.fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off)
-               : pread(op->u.rw.fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off);
+        n = wr ? pwrite(fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off)
+               : pread(fd, op->u.rw.buf, op->u.rw.len, (off_t)op->u.rw.off);
     return n < 0 ? -errno : (int)n;
 }
+
+/* ---- the loop's threads (workers, the watchdog) ------------------------ */
+
+int loop_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    /* They must never take a signal meant for a signalfd. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return -rc;
+}
+
+void loop_threads_stop(pthread_mutex_t *mu, pthread_cond_t *cv, bool *quit,
+                       const pthread_t *threads, unsigned n)
+{
+    pthread_mutex_lock(mu);
+    *quit = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(mu);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(threads[i], NULL);
+}
+
+/* ---- the worker pool ---------------------------------------------------- */
 
 static void *worker(void *arg)
 {
@@ -38,7 +64,9 @@ static void *worker(void *arg)
         struct eddy_op *op = oplist_pop(&p->queue);
         op->pflags |= PF_WORK_RUNNING;
         pthread_mutex_unlock(&p->mu);
-        op->res = op->kind == K_WORK ? op->u.work.fn(op) : file_io(op);
+        /* Not K_WORK: the epoll backend's read or write of a regular file
+         * (which never says EAGAIN, so epoll cannot wait for it). */
+        op->res = op->kind == K_WORK ? op->u.work.fn(op) : op_rw_syscall(op, op->kind == K_WRITE);
         ts_push(loop, op);
         pthread_mutex_lock(&p->mu);
     }
@@ -53,20 +81,13 @@ static int start_threads(struct eddy_loop *loop)
     p->threads = loop_alloc(loop, loop->pool_threads * sizeof(pthread_t));
     if (!p->threads)
         return -ENOMEM;
-    sigset_t all, old;
-    sigfillset(&all);
-    /* Pool threads must never take a signal meant for a signalfd. */
-    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
     for (unsigned i = 0; i < loop->pool_threads; i++) {
-        rc = pthread_create(&p->threads[i], NULL, worker, loop);
-        if (rc) {
-            rc = -rc;
+        rc = loop_thread_start(&p->threads[i], worker, loop);
+        if (rc < 0)
             break;
-        }
         p->nthreads++;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     p->started = 1;
     if (p->nthreads == 0) {
         loop_free(loop, p->threads);
@@ -113,12 +134,7 @@ void wpool_destroy(struct eddy_loop *loop)
     struct wpool *p = &loop->pool;
     if (!p->started)
         return;
-    pthread_mutex_lock(&p->mu);
-    p->shutdown = true;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
+    loop_threads_stop(&p->mu, &p->cv, &p->shutdown, p->threads, p->nthreads);
     loop_free(loop, p->threads);
     p->threads = NULL;
 }

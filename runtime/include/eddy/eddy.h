@@ -121,8 +121,11 @@ typedef void (*eddy_log_fn)(void *ud, int level, const char *msg);
 typedef void *(*eddy_alloc_fn)(void *ud, void *ptr, size_t size);
 
 struct eddy_loop_options {
-    unsigned entries;          /* SQ entries; 0 = 256.  Rounded up to a power of 2. */
-    unsigned cq_entries;       /* CQ entries; 0 = 4 * entries */
+    unsigned entries;          /* SQ entries; 0 = 256.  Rounded up to a power of 2.  On
+                                  epoll: the results one descriptor delivers per edge (at
+                                  most 64) before the others get their turn. */
+    unsigned cq_entries;       /* CQ entries; 0 = 4 * entries.  On epoll: the events
+                                  taken per wait (at most 128). */
     unsigned disable;          /* features to switch off (EDDY_FEAT_*) */
     unsigned stall_ms;         /* stall watchdog threshold; 0 = off.  A thread samples the
                                   running callback every quarter threshold (1..50 ms); the
@@ -137,6 +140,15 @@ struct eddy_loop_options {
     eddy_alloc_fn alloc;       /* NULL: malloc/realloc/free */
     void *alloc_ud;
     const char *backend;       /* "auto" (NULL), "io_uring" or "epoll": see eddy_loop_init() */
+    /* io-wq, the kernel's threads for work that cannot complete inline (a
+     * regular file's read, an IOSQE_ASYNC op): io_uring only; the epoll
+     * backend sends such work to its worker pool, sized by pool_threads. */
+    struct eddy_loop *attach_wq; /* share this loop's io-wq (IORING_SETUP_ATTACH_WQ) instead
+                                    of a new one; NULL = own.  Since 5.12 io-wq belongs to the
+                                    submitting thread and the kernel only checks the ring */
+    unsigned iowq_max_workers; /* cap io-wq's bounded and unbounded workers at this many
+                                  (IORING_REGISTER_IOWQ_MAX_WORKERS, 5.15; older kernels
+                                  keep their defaults); 0 = the kernel's defaults */
 };
 
 /* Fills o with the defaults (all zero). */
@@ -260,10 +272,8 @@ const char *eddy_loop_init_explain(int err);
  * finite RLIMIT_MEMLOCK; that fallback logs one warning (why io_uring was
  * refused, and that the loop runs on epoll).  An unknown name logs a
  * warning and means "auto".  On epoll eddy_loop_features() and
- * eddy_loop_setup_flags() are 0 (every feature bit is io_uring's), and the
- * stats count: sqes = system calls made for operations, completions =
- * results delivered, submit_calls = epoll waits, inflight = operations
- * waiting for readiness or a timer; sq_full and cq_overflows stay 0.
+ * eddy_loop_setup_flags() are 0 (every feature bit is io_uring's), and
+ * eddy_loop_stats() counts what its struct says for epoll.
  */
 /* The backend the loop runs on: "io_uring" or "epoll". */
 const char *eddy_loop_backend(const struct eddy_loop *loop);
@@ -325,6 +335,25 @@ int64_t eddy_update_time(struct eddy_loop *loop);
 unsigned eddy_loop_features(const struct eddy_loop *loop);
 unsigned eddy_loop_setup_flags(const struct eddy_loop *loop);
 
+/*
+ * Counters since eddy_loop_init(), and two gauges (active, inflight).  The
+ * field comments say what each counts on io_uring; on epoll:
+ *   sqes          system calls made for operations (each try, including
+ *                 one that says EAGAIN; each timer armed counts one)
+ *   completions   results delivered (each callback of a multishot
+ *                 operation, each final result)
+ *   submit_calls  epoll waits
+ *   sq_full       0: there is no queue to fill (opts->entries, at most 64,
+ *                 bounds the results one descriptor's readiness delivers in
+ *                 an iteration; the rest comes the next one)
+ *   cq_overflows  0 (opts->cq_entries, at most 128, bounds the events one
+ *                 wait takes; the rest stay ready in the kernel for the
+ *                 next wait)
+ *   enobufs, iterations, stalls, active: the same on both
+ *   inflight      operations parked on a descriptor, plus timers,
+ *                 deadlines and accept back-offs waiting (a deadline counts
+ *                 apart from its operation)
+ */
 struct eddy_loop_stats {
     uint64_t sqes;             /* SQEs submitted */
     uint64_t completions;      /* CQEs reaped */
@@ -547,6 +576,51 @@ int eddy_work(struct eddy_loop *loop, struct eddy_op *op, eddy_work_fn fn, eddy_
  * it, so that it inherits the mask.
  */
 int eddy_signal(struct eddy_loop *loop, struct eddy_op *op, int signo, eddy_cb cb);
+
+/* ------------------------------------------------------------------------
+ * Listening sockets (runtime/src/listen.c).  Plain blocking set-up calls,
+ * not operations: use them before or between loop runs, from any thread.
+ * ---------------------------------------------------------------------- */
+
+enum {
+    EDDY_LISTEN_REUSEPORT = 1u << 0, /* SO_REUSEPORT: join (or start) a group sharing the port */
+    EDDY_LISTEN_V6ONLY = 1u << 1,    /* "::" serves IPv6 only (default: dual stack) */
+    EDDY_LISTEN_NODELAY = 1u << 2,   /* TCP_NODELAY, which accepted sockets inherit */
+};
+/* TCP_DEFER_ACCEPT for s seconds (at most 65535), or'ed into the flags: the
+ * kernel hands a connection over only once its first bytes are in. */
+#define EDDY_LISTEN_DEFER_ACCEPT(s) (((unsigned)(s) > 0xffffu ? 0xffffu : (unsigned)(s)) << 16)
+
+/*
+ * Creates a listening TCP socket (SOCK_CLOEXEC, SO_REUSEADDR) on host:port:
+ * host is a numeric IPv4 or IPv6 address (NULL = "0.0.0.0"; "::" is dual
+ * stack unless EDDY_LISTEN_V6ONLY), port 0 lets the kernel pick (see
+ * eddy_sock_port), backlog 0 means 1024.  Without EDDY_LISTEN_REUSEPORT the
+ * bind is exclusive: a port anyone listens on gives -EADDRINUSE.  Returns 0
+ * and *fd (yours to close), or -EINVAL (host not an address) or the
+ * socket/bind/listen error; nothing is left open on failure.
+ */
+int eddy_listen_tcp(const char *host, uint16_t port, int backlog, unsigned flags, int *fd);
+
+/*
+ * n listening sockets on one port, one per loop of a thread-per-core server
+ * (SO_REUSEPORT when n > 1, the kernel spreading connections among them),
+ * that nobody else may share: SO_REUSEPORT would let any process of the
+ * same user join the group and take part of the connections unnoticed, so
+ * a port another socket listens on is refused with -EADDRINUSE (checked
+ * with an exclusive bind before, and after the listens in /proc/net/tcp and
+ * tcp6, which closes the window in between: of two servers racing for one
+ * port at least one refuses).  Port 0: the kernel's pick, shared by all n.
+ * EDDY_LISTEN_REUSEPORT is implied for n > 1 and ignored for n == 1 (an
+ * exclusive bind).  Returns 0 and fds[0..n-1] (yours), or -errno with
+ * nothing left open.
+ */
+int eddy_listen_tcp_n(const char *host, uint16_t port, int backlog, unsigned flags,
+                      unsigned n, int *fds);
+
+/* The local port fd is bound to (IPv4 or IPv6), or -errno (-EAFNOSUPPORT
+ * for another family). */
+int eddy_sock_port(int fd);
 
 /* ------------------------------------------------------------------------
  * Buffer pool (for eddy_recv_multi)

@@ -1,0 +1,175 @@
+/*
+ * The epoll backend's own internals, shared by epoll.c (the backend
+ * interface, descriptors and their wait queues), epoll_heap.c (timers) and
+ * epoll_sys.c (the system call of each op kind).  See epoll.c for the
+ * design.
+ */
+#ifndef EDDY_EPOLL_INTERNAL_H
+#define EDDY_EPOLL_INTERNAL_H
+
+#include "internal.h"
+
+#include <assert.h>
+#include <sys/epoll.h>
+
+/* epoll events taken per wait at most (opts->cq_entries may ask fewer). */
+#define EVENTS_MAX 128
+
+/* fdent.st: what is remembered of a descriptor.  RDY_*: the direction may
+ * be ready (an edge came, or nothing said otherwise since the
+ * registration); clear = the last try said EAGAIN (or a short stream read
+ * drained it) and no edge came since.  Valid while FD_REG. */
+enum {
+    RDY_IN = 1,
+    RDY_OUT = 2,
+    FD_REG = 4,     /* in the epoll set, and known to be the same file since */
+    FD_TYPED = 8,   /* FD_STREAM is known (asked once per registration) */
+    FD_STREAM = 16, /* a SOCK_STREAM socket: a short read drained it */
+    FD_NOSHORT = 32, /* an edge said hang-up, error or urgent data: more may
+                        wait after a short read with no edge to come (EOF
+                        behind the data, the bytes past an urgent mark) */
+};
+
+/*
+ * A wait queue: FIFO on the ops' next/prev links, its tail the head's
+ * prev (one pointer, not two: the table has an entry per descriptor
+ * number).  An op off every list has next == prev == NULL.
+ */
+struct opfifo {
+    struct eddy_op *head;
+};
+
+static inline bool fifo_empty(const struct opfifo *q)
+{
+    return q->head == NULL;
+}
+
+static inline void fifo_push(struct opfifo *q, struct eddy_op *op)
+{
+    assert(!op->next && !op->prev && q->head != op);
+    if (!q->head) {
+        q->head = op;
+        op->prev = op;
+        return;
+    }
+    struct eddy_op *tail = q->head->prev;
+    tail->next = op;
+    op->prev = tail;
+    q->head->prev = op;
+}
+
+static inline void fifo_remove(struct opfifo *q, struct eddy_op *op)
+{
+    if (op == q->head) {
+        q->head = op->next;
+        if (op->next)
+            op->next->prev = op->prev;
+    } else {
+        op->prev->next = op->next;
+        if (op->next)
+            op->next->prev = op->prev;
+        else
+            q->head->prev = op->prev; /* op was the tail */
+    }
+    op->next = op->prev = NULL;
+}
+
+/* One descriptor: its wait queues and what is remembered of it.  32 bytes:
+ * an idle connection's share of the table (see ep_fd_ent). */
+struct fdent {
+    struct opfifo rd, wr, pl;   /* readers, writers, pollers */
+    int32_t retry_next;         /* next fd on the retry list, -1 = end */
+    uint16_t busy;              /* ops of this fd the backend holds (PF_FDREF),
+                                   saturating: an op past 65535 goes uncounted */
+    uint8_t retry;              /* RDY_*: FIFOs to run again next iteration */
+    uint8_t st;                 /* RDY_* and FD_* */
+};
+_Static_assert(sizeof(struct fdent) == 32, "struct fdent is an idle connection's cost");
+
+/* A loop on epoll: the loop, then this (one allocation). */
+struct epoll_loop {
+    struct eddy_loop base;
+    int epfd;
+    bool no_pwait2;             /* the kernel lacks epoll_pwait2: ms waits */
+    struct fdent *fds;          /* indexed by fd, grown in chunks */
+    int nfds;
+    int retry_head, retry_tail; /* fds whose FIFOs run again next iteration */
+    struct eddy_op **heap;      /* min-heap on op->ts.tv_nsec; slot+1 in ts.tv_sec */
+    unsigned nheap, capheap;
+    unsigned budget;            /* results per FIFO per edge (fairness) */
+    int maxevents;              /* events per wait, <= EVENTS_MAX */
+    struct oplist done;         /* results in hand, for the next reap */
+    int nevents;
+    struct epoll_event events[EVENTS_MAX];
+};
+
+static inline struct epoll_loop *E(struct eddy_loop *loop)
+{
+    return eddy_container_of(loop, struct epoll_loop, base);
+}
+
+/* connect's -EAGAIN is a result, not a wait: carried under another name
+ * until complete() gives it back. */
+#define RES_EAGAIN INT32_MIN
+
+
+/* Which FIFO of its descriptor an op waits in. */
+static inline struct opfifo *op_queue(struct fdent *f, const struct eddy_op *op)
+{
+    switch (op->kind) {
+    case K_POLL:
+        return &f->pl;
+    case K_CONNECT:
+    case K_SEND:
+    case K_SENDMSG:
+    case K_WRITE:
+        return &f->wr;
+    default:
+        return &f->rd;
+    }
+}
+
+/* The readiness an op waits for (RDY_*; 0 for pollers: always tried). */
+static inline unsigned op_dir(const struct eddy_op *op)
+{
+    switch (op->kind) {
+    case K_POLL:
+        return 0;
+    case K_CONNECT:
+    case K_SEND:
+    case K_SENDMSG:
+    case K_WRITE:
+        return RDY_OUT;
+    default:
+        return RDY_IN;
+    }
+}
+
+/* ---- epoll_heap.c: timers, deadlines and accept back-offs --------------- */
+
+#define HKEY(op) ((int64_t)(op)->ts.tv_nsec)
+
+static inline bool in_heap(const struct eddy_op *op)
+{
+    return op->ts.tv_sec != 0;
+}
+
+/* Adds op with key (absolute ns); an op already in the heap is moved.
+ * 0 or -ENOMEM. */
+int ep_heap_push(struct eddy_loop *loop, struct eddy_op *op, int64_t key);
+/* Takes op out of the heap, if it is in. */
+void ep_heap_remove(struct eddy_loop *loop, struct eddy_op *op);
+/* ns until the earliest key (0 if due), or -1: the heap is empty. */
+int64_t ep_heap_timeout(struct eddy_loop *loop);
+
+/* ---- epoll_sys.c: the system calls of each kind ------------------------ */
+
+bool ep_is_nonblocking(int fd);
+bool ep_is_regular(int fd);
+/* read/write of a descriptor that may be blocking: -EAGAIN unless poll(2)
+ * says a blocking one is ready. */
+int ep_rw_try(struct eddy_op *op, bool wr);
+/* One try of a single-shot kind: its result, or -EAGAIN to wait. */
+int ep_try_once(struct eddy_loop *loop, struct eddy_op *op);
+
+#endif
