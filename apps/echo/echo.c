@@ -36,26 +36,28 @@
  * race); several check first that the port is free, bind, listen, and then
  * check /proc/net/tcp that every listener on the port is theirs, which
  * closes the window between the check and the bind (of two racing servers
- * at least one sees the other).
+ * at least one sees the other).  eddy_listen_tcp_n (eddy.h) does both.
+ *
+ * Threads: an eddy loop group (eddy/group.h) runs the loops, one per
+ * thread; each builds its pool and accept in loop_setup, on its thread.
  *
  * SIGINT / SIGTERM: stop accepting, cancel every connection's operations,
  * close, and exit 0 once every loop has no operation left.
  */
 #define _GNU_SOURCE
 #include "eddy/eddy.h"
+#include "eddy/group.h"
+#include "opts.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #define SEND_BATCH 16   /* buffers per sendmsg */
@@ -90,16 +92,13 @@ struct chunk {
 
 struct loopctx {
     int index;
-    int lfd;
-    pthread_t thread;
+    int lfd;                  /* closed by main after the group ends */
     struct eddy_loop *loop;
     struct eddy_bufpool *pool;
     uint16_t *bnext;          /* per buffer id: next in its connection's queue */
     uint32_t *blen;           /* per buffer id: bytes received into it */
     struct eddy_op accept_op;
     struct eddy_op sweep_op;  /* the send timeout's repeating timer */
-    struct eddy_op stop_op;   /* posted from the signal loop */
-    struct eddy_op sig_ops[2];
     struct conn *live;
     struct conn *sends_head, *sends_tail; /* sends in flight, by start time */
     struct conn *free_conns;
@@ -121,6 +120,7 @@ static struct {
     unsigned conn_resume;      /* ... and that resume it */
     unsigned pool_low;         /* free buffers below which the mark is 1 */
     struct loopctx *loops;
+    atomic_bool setups;        /* a loop set-up ran (so a failed start said why) */
 } cfg = {.threads = 1, .bufs = 1024, .bufsize = 4096, .send_timeout_ms = 10000,
          .bind = "0.0.0.0"};
 
@@ -456,193 +456,39 @@ static void loop_stop(struct loopctx *lc)
     }
 }
 
-static void on_stop_post(struct eddy_op *op, int res)
+/* ---- the group's callbacks (eddy/group.h) ----------------------------- */
+
+/* The group's stop, on each loop's thread: stop accepting, close every
+ * connection; the loop ends once their operations have. */
+static void on_group_stop(struct eddy_group *g, unsigned i, struct eddy_loop *loop, void *ud)
 {
-    (void)res;
-    struct loopctx *lc = eddy_container_of(op, struct loopctx, stop_op);
-    eddy_loop_unref(lc->loop); /* taken so the post could not be missed */
-    loop_stop(lc);
+    (void)g;
+    (void)loop;
+    (void)ud;
+    loop_stop(&cfg.loops[i]);
 }
 
-static void on_signal(struct eddy_op *op, int res)
+static void on_group_signal(struct eddy_group *g, int signo, void *ud)
 {
-    if (!(op->flags & EDDY_OP_MORE))
-        return; /* our own cancel */
-    struct loopctx *lc0 = &cfg.loops[0];
-    if (lc0->stopping)
-        return;
+    (void)g;
+    (void)ud;
     if (cfg.verbose)
-        fprintf(stderr, "eddy-echo: signal %d: shutting down\n", res);
-    for (unsigned i = 1; i < cfg.threads; i++)
-        eddy_post_threadsafe(cfg.loops[i].loop, &cfg.loops[i].stop_op, on_stop_post);
-    eddy_cancel(lc0->loop, &lc0->sig_ops[0]);
-    eddy_cancel(lc0->loop, &lc0->sig_ops[1]);
-    loop_stop(lc0);
+        fprintf(stderr, "eddy-echo: signal %d: shutting down\n", signo);
 }
 
-/* ---- set-up ----------------------------------------------------------- */
-
-static int bind_addr(uint16_t port, struct sockaddr_in *a)
+/* Builds loop i's pool and accept, on the loop's own thread. */
+static int loop_setup(struct eddy_group *g, unsigned i, struct eddy_loop *loop, void *ud)
 {
-    memset(a, 0, sizeof *a);
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    return inet_pton(AF_INET, cfg.bind, &a->sin_addr) == 1 ? 0 : -EINVAL;
-}
-
-static void listen_error(uint16_t port, int err, const char *why)
-{
-    fprintf(stderr, "eddy-echo: listen on %s:%u: %s%s\n", cfg.bind, port, eddy_strerror(err),
-            why ? why : "");
-}
-
-/*
- * Is the port free?  A bind without SO_REUSEPORT fails with EADDRINUSE
- * while anyone has it, a SO_REUSEPORT group included, so a server with
- * several loops cannot join another one's group unnoticed (but see
- * port_ours: another server may still bind between this check and ours).
- */
-static int port_free(uint16_t port)
-{
-    struct sockaddr_in a;
-    if (bind_addr(port, &a) < 0)
-        return -EINVAL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1, rc = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
-/*
- * After every loop listens: is every listener on the port (at our address,
- * or at either side's wildcard) one of ours?  -EADDRINUSE if another
- * process listens there too: it joined our SO_REUSEPORT group, or we its,
- * between port_free and the binds.  Each of two racing servers listens
- * before it looks, so at least one of them sees the other.  Without
- * /proc/net/tcp (no /proc) port_free is all the check there is.
- */
-static int port_ours(uint16_t port)
-{
-    struct sockaddr_in a;
-    if (bind_addr(port, &a) < 0)
-        return -EINVAL;
-    FILE *f = fopen("/proc/net/tcp", "re");
-    if (!f)
-        return 0;
-    int rc = 0;
-    char line[512];
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        /* "sl: local rem st tx:rx tr:when retrnsmt uid timeout inode ...";
-         * the address is the raw network-order word, printed in hex. */
-        unsigned laddr, lport, st;
-        unsigned long inode;
-        if (sscanf(line, " %*u: %8X:%4X %*X:%*X %2X %*X:%*X %*X:%*X %*X %*u %*d %lu", &laddr,
-                   &lport, &st, &inode) != 4)
-            continue; /* the header */
-        if (lport != port || st != 0x0A /* TCP_LISTEN */)
-            continue;
-        if (laddr != a.sin_addr.s_addr && laddr != INADDR_ANY &&
-            a.sin_addr.s_addr != INADDR_ANY)
-            continue; /* another address: no conflict */
-        bool mine = false;
-        for (unsigned i = 0; i < cfg.threads && !mine; i++) {
-            struct stat sb;
-            mine = fstat(cfg.loops[i].lfd, &sb) == 0 && sb.st_ino == inode;
-        }
-        if (!mine)
-            rc = -EADDRINUSE;
-    }
-    fclose(f);
-    return rc;
-}
-
-/* One listening socket.  SO_REUSEPORT only when several loops share the
- * port; one loop binds exclusively. */
-static int listen_socket(uint16_t port, bool shared)
-{
-    struct sockaddr_in a;
-    if (bind_addr(port, &a) < 0) {
-        fprintf(stderr, "eddy-echo: bad --bind address '%s'\n", cfg.bind);
-        return -EINVAL;
-    }
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto err;
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0 ||
-        bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4096) < 0)
-        goto err;
-    return fd;
-err:;
-    int e = -errno;
-    listen_error(port, e,
-                 e == -EADDRINUSE ? " (another server there?  --port 0 picks a free port)" : NULL);
-    if (fd >= 0)
-        close(fd);
-    return e;
-}
-
-/*
- * Every loop's listener, on one port that no other process shares: port 0
- * becomes the kernel's pick for the first, shared by the others.  Returns
- * 0, or a negative errno once said on stderr (the listeners then closed).
- */
-static int listen_all(void)
-{
-    bool shared = cfg.threads > 1;
-    int rc = 0;
-    if (shared && cfg.port && (rc = port_free(cfg.port)) < 0) {
-        listen_error(cfg.port, rc,
-                     rc == -EADDRINUSE ? " (another server there?  --port 0 picks a free port)"
-                                       : NULL);
-        return rc;
-    }
-    for (unsigned i = 0; i < cfg.threads; i++) {
-        rc = listen_socket(cfg.port, shared);
-        if (rc < 0)
-            goto err;
-        cfg.loops[i].lfd = rc;
-        if (cfg.port == 0) {
-            struct sockaddr_in a;
-            socklen_t len = sizeof a;
-            getsockname(rc, (struct sockaddr *)&a, &len);
-            cfg.port = ntohs(a.sin_port);
-        }
-    }
-    if (shared && (rc = port_ours(cfg.port)) < 0) {
-        listen_error(cfg.port, rc, " (another program listens there too, with SO_REUSEPORT)");
-        goto err;
-    }
-    return 0;
-err:
-    for (unsigned i = 0; i < cfg.threads; i++)
-        if (cfg.loops[i].lfd >= 0) {
-            close(cfg.loops[i].lfd);
-            cfg.loops[i].lfd = -1;
-        }
-    return rc;
-}
-
-/* Creates the loop, its pool and its accept; on the loop's own thread. */
-static int loop_setup(struct loopctx *lc)
-{
-    int rc = eddy_loop_init(&lc->loop, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "eddy-echo: %s\n", eddy_loop_init_explain(rc));
-        return rc;
-    }
-    rc = eddy_bufpool_init(lc->loop, &lc->pool, cfg.bufs, cfg.bufsize);
+    (void)g;
+    (void)ud;
+    struct loopctx *lc = &cfg.loops[i];
+    lc->loop = loop;
+    atomic_store(&cfg.setups, 1);
+    int rc = eddy_bufpool_init(loop, &lc->pool, cfg.bufs, cfg.bufsize);
     if (rc < 0)
         goto err;
-    lc->bnext = eddy_loop_alloc(lc->loop, cfg.bufs * sizeof *lc->bnext);
-    lc->blen = eddy_loop_alloc(lc->loop, cfg.bufs * sizeof *lc->blen);
+    lc->bnext = eddy_loop_alloc(loop, cfg.bufs * sizeof *lc->bnext);
+    lc->blen = eddy_loop_alloc(loop, cfg.bufs * sizeof *lc->blen);
     rc = -ENOMEM;
     if (!lc->bnext || !lc->blen)
         goto err;
@@ -651,17 +497,13 @@ static int loop_setup(struct loopctx *lc)
     if (cfg.send_timeout_ms) {
         unsigned tick = cfg.send_timeout_ms / 4;
         tick = tick < 1 ? 1 : tick > 250 ? 250 : tick;
-        rc = eddy_timer_repeat(lc->loop, &lc->sweep_op, tick, on_sweep);
+        rc = eddy_timer_repeat(loop, &lc->sweep_op, tick, on_sweep);
         if (rc < 0)
             goto err;
     }
-    rc = eddy_accept(lc->loop, &lc->accept_op, lc->lfd, NULL, NULL, SOCK_CLOEXEC,
-                     on_accept);
+    rc = eddy_accept(loop, &lc->accept_op, lc->lfd, NULL, NULL, SOCK_CLOEXEC, on_accept);
     if (rc < 0) {
-        /* Let the timer end, so that the loop can be destroyed. */
-        if (eddy_cancel(lc->loop, &lc->sweep_op) == 0)
-            while (eddy_loop_run(lc->loop, EDDY_RUN_ONCE) > 0)
-                ;
+        eddy_cancel(loop, &lc->sweep_op); /* the group runs the loop until it ends */
         goto err;
     }
     return 0;
@@ -670,11 +512,13 @@ err:
     return rc;
 }
 
-static void loop_teardown(struct loopctx *lc)
+/* After loop i's run (or its failed set-up): what set-up built; the group
+ * then destroys the loop. */
+static void loop_teardown(struct eddy_group *g, unsigned i, struct eddy_loop *loop, void *ud)
 {
-    if (!lc->loop)
-        return;
-    struct eddy_loop *loop = lc->loop;
+    (void)g;
+    (void)ud;
+    struct loopctx *lc = &cfg.loops[i];
     if (cfg.verbose) {
         struct eddy_loop_stats st;
         eddy_loop_stats(loop, &st);
@@ -696,50 +540,29 @@ static void loop_teardown(struct loopctx *lc)
         lc->chunks = ch->next;
         eddy_loop_free(loop, ch);
     }
-    if (eddy_loop_destroy(loop) < 0) {
-        fprintf(stderr, "eddy-echo: loop %d still busy at exit\n", lc->index);
-        lc->rc = 1;
-    }
-    lc->loop = NULL;
 }
 
-static int loop_run(struct loopctx *lc)
+/*
+ * Every loop's listener, on one port that no other process shares (see
+ * the top of the file): eddy_listen_tcp_n.  0, or 1 once said on stderr.
+ */
+static int listen_all(int *fds)
 {
-    int rc = eddy_loop_run(lc->loop, EDDY_RUN_DEFAULT);
-    if (rc < 0) {
-        fprintf(stderr, "eddy-echo: loop %d: %s\n", lc->index, eddy_strerror(rc));
-        lc->rc = 1;
+    int rc = eddy_listen_tcp_n(cfg.bind, cfg.port, 4096, EDDY_LISTEN_NODELAY, cfg.threads, fds);
+    if (rc == -EINVAL) {
+        fprintf(stderr, "eddy-echo: bad --bind address '%s'\n", cfg.bind);
+        return 1;
     }
-    return rc;
+    if (rc < 0) {
+        fprintf(stderr, "eddy-echo: listen on %s:%u: %s%s\n", cfg.bind, cfg.port,
+                eddy_strerror(rc),
+                rc == -EADDRINUSE ? " (another server there?  --port 0 picks a free port)" : "");
+        return 1;
+    }
+    cfg.port = (uint16_t)eddy_sock_port(fds[0]);
+    return 0;
 }
 
-/* Worker threads: set up, say so, run until stopped. */
-static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t ready_cv = PTHREAD_COND_INITIALIZER;
-static unsigned ready_count, ready_failed;
-
-static void *thread_main(void *arg)
-{
-    struct loopctx *lc = arg;
-    int rc = loop_setup(lc);
-    if (rc == 0)
-        eddy_loop_ref(lc->loop); /* until the stop post arrives */
-    else
-        lc->rc = 1; /* main reads it after the hand-shake below */
-    pthread_mutex_lock(&ready_mu);
-    ready_count++;
-    if (rc < 0)
-        ready_failed++;
-    pthread_cond_broadcast(&ready_cv);
-    pthread_mutex_unlock(&ready_mu);
-    if (rc < 0) {
-        loop_teardown(lc);
-        return NULL;
-    }
-    loop_run(lc);
-    loop_teardown(lc);
-    return NULL;
-}
 
 static void usage(FILE *f)
 {
@@ -759,35 +582,12 @@ static void usage(FILE *f)
             "  --send-timeout S  close a connection whose echo cannot be sent within S\n"
             "                    seconds (decimals allowed; 0 = never); default 10\n"
             "  --verbose         report errors and shutdown on stderr\n"
-            "Prints \"listening on PORT\" once ready.  SIGINT/SIGTERM: graceful exit 0.\n");
+            "Prints \"listening on PORT (backend NAME)\" once ready.  SIGINT/SIGTERM: graceful exit 0.\n");
 }
 
-/* Seconds (decimals allowed) to ms, at most a day; 0 stays 0. */
-static bool parse_seconds(const char *s, unsigned *ms)
-{
-    char *end;
-    errno = 0;
-    double d = strtod(s, &end);
-    if (errno || end == s || *end || !(d >= 0) || d > 86400)
-        return false;
-    *ms = (unsigned)(d * 1000 + 0.5);
-    if (*ms == 0 && d > 0)
-        *ms = 1;
-    return true;
-}
-
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long v = strtoul(s, &end, 10);
-    if (errno || end == s || *end || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
-int main(int argc, char **argv)
+/* Parses the command line into cfg: -1 to go on, else the exit status
+ * (0 after --help, 2 after a usage error, said on stderr). */
+static int parse_args(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"port", required_argument, NULL, 'p'},
@@ -806,13 +606,13 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "p:t:b:n:s:T:vh", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p':
-            if (!parse_uint(optarg, 65535, &v))
+            if (!opt_uint(optarg, 0, 65535, &v))
                 goto bad;
             cfg.port = (uint16_t)v;
             have_port = true;
             break;
         case 't':
-            if (!parse_uint(optarg, 1024, &v) || v == 0)
+            if (!opt_uint(optarg, 1, 1024, &v))
                 goto bad;
             cfg.threads = (unsigned)v;
             break;
@@ -820,17 +620,17 @@ int main(int argc, char **argv)
             cfg.bind = optarg;
             break;
         case 'n':
-            if (!parse_uint(optarg, 32768, &v) || v == 0 || (v & (v - 1)))
+            if (!opt_uint(optarg, 1, 32768, &v) || (v & (v - 1)))
                 goto bad;
             cfg.bufs = (unsigned)v;
             break;
         case 's':
-            if (!parse_uint(optarg, 1u << 20, &v) || v < 64)
+            if (!opt_uint(optarg, 64, 1u << 20, &v))
                 goto bad;
             cfg.bufsize = (unsigned)v;
             break;
-        case 'T':
-            if (!parse_seconds(optarg, &cfg.send_timeout_ms))
+        case 'T': /* at most a day; 0 = never */
+            if (!opt_seconds(optarg, true, 86400000, &cfg.send_timeout_ms))
                 goto bad;
             break;
         case 'v':
@@ -843,83 +643,68 @@ int main(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc || !have_port)
-        goto bad;
+    if (optind == argc && have_port)
+        return -1;
+bad:
+    usage(stderr);
+    return 2;
+}
 
+int main(int argc, char **argv)
+{
+    int status = parse_args(argc, argv);
+    if (status >= 0)
+        return status;
+    status = 0;
     cfg.conn_max = cfg.bufs / 16 > 2 ? cfg.bufs / 16 : 2;
     cfg.conn_resume = cfg.conn_max / 4;
     cfg.pool_low = cfg.bufs / 4;
 
     cfg.loops = calloc(cfg.threads, sizeof *cfg.loops);
-    if (!cfg.loops)
+    int *fds = calloc(cfg.threads, sizeof *fds);
+    /* All listeners first, so --port 0 can share the kernel's pick. */
+    if (!cfg.loops || !fds || listen_all(fds) != 0) {
+        free(cfg.loops);
+        free(fds);
         return 1;
+    }
     for (unsigned i = 0; i < cfg.threads; i++) {
         cfg.loops[i].index = (int)i;
-        cfg.loops[i].lfd = -1;
-    }
-    /* All listeners first, so --port 0 can share the kernel's pick. */
-    if (listen_all() < 0) {
-        free(cfg.loops);
-        return 1;
+        cfg.loops[i].lfd = fds[i];
     }
 
-    /* The signals are read by loop 0; every other thread must block them,
-     * so block them before any thread is created (threads inherit it). */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-
-    struct loopctx *lc0 = &cfg.loops[0];
-    int rc = loop_setup(lc0);
-    if (rc < 0)
-        return 1;
-    if (eddy_signal(lc0->loop, &lc0->sig_ops[0], SIGINT, on_signal) < 0 ||
-        eddy_signal(lc0->loop, &lc0->sig_ops[1], SIGTERM, on_signal) < 0) {
-        fprintf(stderr, "eddy-echo: cannot watch signals\n");
-        return 1;
-    }
-    unsigned started = 1;
-    for (unsigned i = 1; i < cfg.threads; i++, started++) {
-        if (pthread_create(&cfg.loops[i].thread, NULL, thread_main, &cfg.loops[i]) != 0) {
-            fprintf(stderr, "eddy-echo: cannot start thread %u\n", i);
-            break;
+    /* One loop per thread; SIGINT/SIGTERM (read by loop 0) stop them all. */
+    struct eddy_group_options go;
+    eddy_group_options_init(&go);
+    go.loops = cfg.threads;
+    go.signals = 1;
+    go.setup = loop_setup;
+    go.stop = on_group_stop;
+    go.teardown = loop_teardown;
+    go.on_signal = on_group_signal;
+    struct eddy_group *g;
+    int rc = eddy_group_start(&g, &go);
+    if (rc < 0) {
+        if (!atomic_load(&cfg.setups)) /* no set-up ran: a loop could not be made */
+            fprintf(stderr, "eddy-echo: %s\n", eddy_loop_init_explain(rc));
+        status = 1;
+    } else {
+        printf("listening on %u (backend %s)\n", cfg.port,
+               eddy_loop_backend(eddy_group_loop(g, 0)));
+        fflush(stdout);
+        rc = eddy_group_join(g);
+        eddy_group_destroy(g);
+        if (rc < 0) {
+            fprintf(stderr, "eddy-echo: %s\n",
+                    rc == -EBUSY ? "a loop was still busy at exit" : eddy_strerror(rc));
+            status = 1;
         }
     }
-    pthread_mutex_lock(&ready_mu);
-    while (ready_count < started - 1)
-        pthread_cond_wait(&ready_cv, &ready_mu);
-    pthread_mutex_unlock(&ready_mu);
-    if (started < cfg.threads || ready_failed) {
-        /* Stop whatever did start, then exit with an error. */
-        for (unsigned i = 1; i < started; i++)
-            if (!cfg.loops[i].rc)
-                eddy_post_threadsafe(cfg.loops[i].loop, &cfg.loops[i].stop_op,
-                                     on_stop_post);
-        eddy_cancel(lc0->loop, &lc0->sig_ops[0]);
-        eddy_cancel(lc0->loop, &lc0->sig_ops[1]);
-        loop_stop(lc0);
-        lc0->rc = 1;
-    } else {
-        printf("listening on %u\n", cfg.port);
-        fflush(stdout);
-    }
-
-    loop_run(lc0);
-    int status = lc0->rc;
-    loop_teardown(lc0);
-    for (unsigned i = 1; i < started; i++) {
-        pthread_join(cfg.loops[i].thread, NULL);
+    for (unsigned i = 0; i < cfg.threads; i++) {
         status |= cfg.loops[i].rc;
+        close(fds[i]);
     }
-    for (unsigned i = 0; i < cfg.threads; i++)
-        if (cfg.loops[i].lfd >= 0)
-            close(cfg.loops[i].lfd);
     free(cfg.loops);
+    free(fds);
     return status ? 1 : 0;
-
-bad:
-    usage(stderr);
-    return 2;
 }

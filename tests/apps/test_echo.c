@@ -119,7 +119,18 @@ static int read_line(int fd, char *line, size_t size, unsigned timeout_ms)
     return (int)len;
 }
 
-/* Starts eddy-echo --port 0 argv... and reads its "listening on PORT". */
+/* The backend a loop gets in this test's environment (EDDY_BACKEND). */
+static const char *backend_here(void)
+{
+    struct eddy_loop *l;
+    assert_int_equal(eddy_loop_init(&l, NULL), 0);
+    const char *name = eddy_loop_backend(l); /* a static string */
+    assert_int_equal(eddy_loop_destroy(l), 0);
+    return name;
+}
+
+/* Starts eddy-echo --port 0 argv... and reads its "listening on PORT
+ * (backend NAME)": the backend must be the one this environment picks. */
 static void server_start_args(struct server *s, const char *const *argv)
 {
     const char *args[32] = {"--port", "0"};
@@ -138,6 +149,10 @@ static void server_start_args(struct server *s, const char *const *argv)
     unsigned port = 0;
     assert_int_equal(sscanf(line, "listening on %u", &port), 1);
     assert_true(port > 0 && port < 65536);
+    char want[64];
+    snprintf(want, sizeof want, "(backend %s)", backend_here());
+    if (!strstr(line, want))
+        fail_msg("ready line '%s' does not say %s", line, want);
     s->pid = pid;
     s->port = (uint16_t)port;
 }

@@ -1,8 +1,12 @@
 // The runtime's public header used from C++, compiled with -Wall -Wextra
 // -Werror: EDDY_OP_INIT (once {0}, which C++ warns about as missing field
 // initializers), an op embedded in a struct and found again with
-// eddy_container_of, and one post through a real loop.
+// eddy_container_of, and one post through a real loop.  The runtime's other
+// public headers are included too, so each is proven to compile as C++.
 #include "eddy/eddy.h"
+#include "eddy/fault.h"
+#include "eddy/fiber.h"
+#include "eddy/group.h"
 
 #include <cerrno>
 #include <cstdio>
