@@ -4,35 +4,29 @@
  * trampoline handler, eddy_http_on_abort(), and fiber.h — so the server
  * knows nothing of fibers (and this file nothing of the server's insides).
  *
- * Per request one small context (the loop's allocator) links the request,
- * the route and the fiber: the spawn needs it before the fiber's stack
- * runs, and the abort callback needs the fiber's handle.  The fiber is
- * spawned joinable so that handle stays valid while the abort may still
- * come, and detaches itself when it ends: the handler has answered by
- * then (its contract), after which the server calls no abort callback.
+ * Per request nothing is allocated: the fiber's argument is the request,
+ * its fiber-local (eddy_fiber_set_data) the route, and the abort
+ * callback's user data the fiber's handle.  The fiber is spawned held, so
+ * that all this is in place before it runs, then started at once inside
+ * the server's callback; joinable, so its handle stays valid while the
+ * abort may still come; and it detaches itself when it ends: the handler
+ * has answered by then (its contract), after which the server calls no
+ * abort callback.
  */
 #define _GNU_SOURCE
 #include "eddy/http_fiber.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
-struct fctx {
-    struct eddy_http_fiber_route *rt;
-    struct eddy_http_req *req;
-    struct eddy_fiber *fiber;
-};
-
 static void *route_main(void *arg)
 {
-    struct fctx *c = arg;
-    struct eddy_http_fiber_route *rt = c->rt;
-    struct eddy_fiber *self = c->fiber;
-    rt->handler_(c->req, rt->ud_);
+    struct eddy_http_req *req = arg;
+    struct eddy_fiber *self = eddy_fiber_self();
+    struct eddy_http_fiber_route *rt = eddy_fiber_data(self); /* before the handler may reuse it */
+    rt->handler_(req, rt->ud_);
     /* req is answered (the handler's contract): no abort can come now. */
-    eddy_loop_free(rt->loop_, c);
     rt->running--;
     eddy_fiber_detach(self); /* its stack goes back to the pool as it returns */
     return NULL;
@@ -43,48 +37,28 @@ static void *route_main(void *arg)
 static void route_abort(struct eddy_http_req *req, void *ud)
 {
     (void)req;
-    struct fctx *c = ud;
-    eddy_fiber_cancel(c->fiber);
+    eddy_fiber_cancel(ud);
 }
 
 static void route_tramp(struct eddy_http_req *req, void *ud)
 {
     static const char busy[] = "no fiber could be started for this request\n";
     struct eddy_http_fiber_route *rt = ud;
-    struct fctx *c = eddy_loop_alloc(rt->loop_, sizeof *c);
-    int rc = -ENOMEM;
-    if (c) {
-        c->rt = rt;
-        c->req = req;
-        struct eddy_fiber_options o = {rt->stack_size_, rt->label_};
-        rc = eddy_fiber_spawn(rt->loop_, &c->fiber, route_main, c, &o);
-    }
-    if (rc < 0) {
-        if (c)
-            eddy_loop_free(rt->loop_, c);
+    struct eddy_fiber_options o = {rt->stack_size_, rt->label_, EDDY_FIBER_HELD};
+    struct eddy_fiber *f;
+    if (eddy_fiber_spawn(rt->loop_, &f, route_main, req, &o) < 0) {
         rt->refused++;
         eddy_http_respond(req, 503, "text/plain; charset=UTF-8", busy, sizeof busy - 1);
         return;
     }
+    eddy_fiber_set_data(f, rt);
     rt->spawned++;
     rt->running++;
-    eddy_http_on_abort(req, route_abort, c);
-}
-
-static void *probe_fn(void *arg)
-{
-    return arg;
-}
-
-/* -ENOENT unless loop has fibers set up.  eddy_fiber_spawn() looks for the
- * set-up before it checks the stack size, so a size below the minimum
- * asks without spawning anything (test_http_fiber checks both answers). */
-static int fibers_ready(struct eddy_loop *loop)
-{
-    struct eddy_fiber_options o = {1, NULL};
-    int rc = eddy_fiber_spawn(loop, NULL, probe_fn, NULL, &o);
-    assert(rc < 0);
-    return rc == -ENOENT ? -ENOENT : 0;
+    eddy_http_on_abort(req, route_abort, f);
+    /* Runs the handler now, until it first waits: where a callback handler
+     * would run, and a handler that never waits has given its stack back
+     * (warm, for the next request) before this returns. */
+    eddy_fiber_start(f);
 }
 
 int eddy_http_route_fiber(struct eddy_http_server *srv, struct eddy_http_fiber_route *rt,
@@ -97,9 +71,8 @@ int eddy_http_route_fiber(struct eddy_http_server *srv, struct eddy_http_fiber_r
     size_t ss = fo ? fo->stack_size : 0;
     if (ss && (ss < EDDY_FIBER_STACK_MIN || ss > EDDY_FIBER_STACK_MAX))
         return -EINVAL;
-    int rc = fibers_ready(eddy_http_server_loop(srv));
-    if (rc < 0)
-        return rc;
+    if (!eddy_fiber_is_setup(eddy_http_server_loop(srv)))
+        return -ENOENT;
     memset(rt, 0, sizeof *rt);
     rt->loop_ = eddy_http_server_loop(srv);
     rt->handler_ = handler;

@@ -1,7 +1,10 @@
 /*
- * Fibers over the completion API: the scheduler, waits, deadlines and the
- * awaiting forms of eddy.h's operations.  Only eddy.h's public functions
- * are used underneath, so fibers run on every backend.
+ * Fibers over the completion API: the registry (loop -> scheduler),
+ * switching, the run queue, parking a fiber in a wait (fiber_wait), set-up,
+ * spawn, exit, join and cancel.  How waits end (wake, interrupt,
+ * deadlines) is in fiber_wait.c, the awaiting forms of eddy.h in
+ * fiber_ops.c, events and channels in fiber_chan.c, stacks in
+ * fiber_stack.c.
  *
  * Scheduling.  A fiber runs only inside a loop callback: the completion
  * callback of the op it waited for resumes it directly on the loop's
@@ -10,10 +13,7 @@
  * fiber suspends it switches straight to the next ready fiber, not back
  * to the loop — at most BUDGET times per excursion, so a busy set of
  * fibers cannot starve I/O.  Each switch restarts the stall watchdog's
- * clock under the fiber's label.
- *
- * Deadlines and sleeps are one min-heap of waits per loop, served by one
- * kernel timer (so 100,000 sleeping fibers cost one timer, not 100,000).
+ * clock under the fiber's label (watch_switch).
  */
 #define _GNU_SOURCE
 #include "fiber_internal.h"
@@ -22,53 +22,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <ucontext.h>
-#include <unistd.h>
 
 #if EDDY_FIBER_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
 
 #define BUDGET 256 /* fiber-to-fiber switches before the loop gets a turn */
-
-enum { WHY_CANCEL = 1, WHY_TIME = 2 };
-enum { W_EXEMPT = 1 }; /* waiter pad_[0]: not interrupted (close, shutdown) */
-
-struct stash {
-    struct stash *next;
-    int lfd, fd;
-};
-
-struct fiber_sched {
-    struct eddy_loop *loop;
-    struct fiber_sched *next;       /* the registry */
-    struct stack_pool *pool;
-    size_t stack_size;
-    int use_uc;
-    struct fiber_ctx main;          /* the loop's own stack */
-    ucontext_t main_uc;
-    void *main_fn;                  /* the callback a switch left (watchdog) */
-    const char *main_label;
-    struct eddy_fiber *current;
-    struct eddy_fiber *dead;        /* returned: release after the switch */
-    bool from_main;
-    struct eddy_fiber *rq_head, *rq_tail;
-    struct eddy_fiber *all;         /* live fibers, for eddy_fiber_cancel_all */
-    unsigned budget;
-    unsigned live, records;
-    unsigned in_hook;
-    struct eddy_op run_op;
-    /* deadlines */
-    struct eddy_fiber_waiter **heap;
-    unsigned nheap, capheap;
-    struct eddy_op tmr;
-    int64_t tmr_at;
-    bool tmr_cancel;
-    struct stash *stash;
-};
 
 __thread struct eddy_fiber *eddy__fiber_cur;
 
@@ -113,6 +73,8 @@ static inline void raw_switch(struct fiber_sched *s, struct fiber_ctx *a, struct
         eddy__fiber_jump(&a->sp, b->sp);
         return;
     }
+#else
+    (void)s; /* always ucontext here */
 #endif
     swapcontext(a->uc, b->uc);
 }
@@ -143,9 +105,20 @@ static inline void asan_finish(struct fiber_sched *s, struct fiber_ctx *self)
 #endif
 }
 
+/* The stall watchdog's hook (see watchdog_fiber_switch in fiber_internal.h):
+ * leaving the loop's stack, keep the callback it was timing, to give it
+ * back on the way home. */
+static void watch_switch(struct fiber_sched *s, struct eddy_fiber *from, struct eddy_fiber *to)
+{
+    void *fn = to ? (void *)to->fn : s->main_fn;
+    const char *label = to ? (to->name[0] ? to->name : NULL) : s->main_label;
+    watchdog_fiber_switch(s->loop, fn, label, from ? NULL : &s->main_fn,
+                          from ? NULL : &s->main_label);
+}
+
 /* from/to NULL: the loop's stack. */
-static void switch_to(struct fiber_sched *s, struct eddy_fiber *from, struct eddy_fiber *to,
-                      bool dying)
+static inline __attribute__((always_inline)) void
+switch_to(struct fiber_sched *s, struct eddy_fiber *from, struct eddy_fiber *to, bool dying)
 {
     struct fiber_ctx *a = from ? &from->ctx : &s->main;
     struct fiber_ctx *b = to ? &to->ctx : &s->main;
@@ -156,11 +129,7 @@ static void switch_to(struct fiber_sched *s, struct eddy_fiber *from, struct edd
     if (to)
         to->state = FS_RUNNING;
     s->from_main = !from;
-    if (to)
-        watchdog_fiber_switch(s->loop, (void *)to->fn, to->name[0] ? to->name : NULL,
-                              from ? NULL : &s->main_fn, from ? NULL : &s->main_label);
-    else
-        watchdog_fiber_switch(s->loop, s->main_fn, s->main_label, NULL, NULL);
+    watch_switch(s, from, to);
     asan_start(a, b, dying);
     raw_switch(s, a, b);
     asan_finish(s, a);
@@ -211,7 +180,7 @@ static void main_after(struct fiber_sched *s)
         eddy_post(s->loop, &s->run_op, run_cb);
 }
 
-static void resume_from_main(struct fiber_sched *s, struct eddy_fiber *f)
+void fiber_resume(struct fiber_sched *s, struct eddy_fiber *f)
 {
     stack_overflow_arm(); /* this thread's alternate signal stack, once */
     s->budget = BUDGET;
@@ -225,10 +194,10 @@ static void run_cb(struct eddy_op *op, int res)
     struct fiber_sched *s = eddy_container_of(op, struct fiber_sched, run_op);
     struct eddy_fiber *f = runq_pop(s);
     if (f)
-        resume_from_main(s, f);
+        fiber_resume(s, f);
 }
 
-static void make_ready(struct fiber_sched *s, struct eddy_fiber *f)
+void fiber_make_ready(struct fiber_sched *s, struct eddy_fiber *f)
 {
     f->state = FS_READY;
     runq_push(s, f);
@@ -236,162 +205,12 @@ static void make_ready(struct fiber_sched *s, struct eddy_fiber *f)
         main_after(s);
 }
 
-/* ---- the deadline heap -------------------------------------------------- */
-
-static void heap_swap(struct fiber_sched *s, unsigned i, unsigned j)
-{
-    struct eddy_fiber_waiter *t = s->heap[i];
-    s->heap[i] = s->heap[j];
-    s->heap[j] = t;
-    s->heap[i]->heap_ = i + 1;
-    s->heap[j]->heap_ = j + 1;
-}
-
-static void heap_up(struct fiber_sched *s, unsigned i)
-{
-    while (i > 0) {
-        unsigned p = (i - 1) / 2;
-        if (s->heap[p]->deadline_ <= s->heap[i]->deadline_)
-            break;
-        heap_swap(s, i, p);
-        i = p;
-    }
-}
-
-static void heap_down(struct fiber_sched *s, unsigned i)
-{
-    for (;;) {
-        unsigned l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->nheap && s->heap[l]->deadline_ < s->heap[m]->deadline_)
-            m = l;
-        if (r < s->nheap && s->heap[r]->deadline_ < s->heap[m]->deadline_)
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(s, i, m);
-        i = m;
-    }
-}
-
-static void heap_insert(struct fiber_sched *s, struct eddy_fiber_waiter *w)
-{
-    assert(s->nheap < s->capheap); /* reserved at spawn: one wait per fiber */
-    s->heap[s->nheap] = w;
-    w->heap_ = ++s->nheap;
-    heap_up(s, s->nheap - 1);
-}
-
-static void heap_remove(struct fiber_sched *s, struct eddy_fiber_waiter *w)
-{
-    unsigned i = w->heap_ - 1;
-    w->heap_ = 0;
-    s->nheap--;
-    if (i == s->nheap)
-        return;
-    s->heap[i] = s->heap[s->nheap];
-    s->heap[i]->heap_ = i + 1;
-    heap_up(s, i);
-    heap_down(s, s->heap[i]->heap_ - 1);
-}
-
-static void tmr_cb(struct eddy_op *op, int res);
-
-/* Keeps the one timer armed for the earliest deadline.  A later deadline
- * than the armed one waits for it to fire (then re-arms); an earlier one
- * cancels and re-arms in the final callback.  With no deadline left the
- * timer may stay armed: live fibers keep the loop anyway, and the last one
- * to end cancels it. */
-static void arm(struct fiber_sched *s)
-{
-    if (!s->nheap)
-        return;
-    int64_t want = s->heap[0]->deadline_;
-    if (eddy_op_active(&s->tmr)) {
-        if (want < s->tmr_at && !s->tmr_cancel) {
-            s->tmr_cancel = true;
-            eddy_cancel(s->loop, &s->tmr);
-        }
-        return;
-    }
-    s->tmr.label = "fiber deadlines";
-    if (eddy_timer_at(s->loop, &s->tmr, want, tmr_cb) == 0)
-        s->tmr_at = want;
-    else
-        eddy_loop_log(s->loop, EDDY_LOG_ERROR, "fibers: cannot arm the deadline timer");
-}
-
-/* ---- waits -------------------------------------------------------------- */
-
-static void wake_(struct eddy_fiber_waiter *w, int res, bool direct)
-{
-    if (w->done_)
-        return;
-    w->done_ = 1;
-    w->res_ = res;
-    struct eddy_fiber *f = w->fiber_;
-    struct fiber_sched *s = f->s;
-    if (w->heap_)
-        heap_remove(s, w);
-    f->wait = NULL;
-    if (f == s->current)
-        return; /* woken before it suspended: it will not */
-    if (direct && !s->current && !s->in_hook)
-        resume_from_main(s, f);
-    else
-        make_ready(s, f);
-}
-
-static void interrupt(struct fiber_sched *s, struct eddy_fiber_waiter *w, int why)
-{
-    if (w->done_ || w->why_ || (w->pad_[0] & W_EXEMPT))
-        return;
-    w->why_ = (unsigned char)why;
-    if (w->cancel_) {
-        s->in_hook++;
-        w->cancel_(w);
-        s->in_hook--;
-    } else {
-        wake_(w, -ECANCELED, false);
-    }
-}
-
-static void tmr_cb(struct eddy_op *op, int res)
-{
-    (void)res;
-    struct fiber_sched *s = eddy_container_of(op, struct fiber_sched, tmr);
-    s->tmr_at = 0;
-    s->tmr_cancel = false;
-    int64_t now = eddy_update_time(s->loop);
-    while (s->nheap && s->heap[0]->deadline_ <= now) {
-        struct eddy_fiber_waiter *w = s->heap[0];
-        heap_remove(s, w);
-        if (w->sleep_end_ && w->sleep_end_ <= w->deadline_)
-            wake_(w, 0, false);
-        else
-            interrupt(s, w, WHY_TIME);
-    }
-    if (s->live)
-        arm(s);
-}
-
-/* The deadline of the next wait: the block's or the next call's, the
- * earlier; the call's is used up. */
-static int64_t take_deadline(struct eddy_fiber *f)
-{
-    int64_t dl = f->deadline;
-    if (f->call_deadline && (!dl || f->call_deadline < dl))
-        dl = f->call_deadline;
-    f->call_deadline = 0;
-    return dl;
-}
-
-static int why_err(int why)
-{
-    return why == WHY_TIME ? -ETIME : -ECANCELED;
-}
-
-static int wait_(struct fiber_sched *s, struct eddy_fiber *f, struct eddy_fiber_waiter *w,
-                 void (*cancel)(struct eddy_fiber_waiter *), int64_t dl)
+/* Here, next to switch_to, so that the switch is inlined into it: every
+ * call level between a wait and the switch is a return the CPU mispredicts
+ * once the other stack runs (two more levels made eddy-fiber-bench's
+ * spawn-and-join about 40 ns slower). */
+int fiber_wait(struct fiber_sched *s, struct eddy_fiber *f, struct eddy_fiber_waiter *w,
+               void (*cancel)(struct eddy_fiber_waiter *), int64_t dl)
 {
     w->fiber_ = f;
     w->cancel_ = cancel;
@@ -402,13 +221,11 @@ static int wait_(struct fiber_sched *s, struct eddy_fiber *f, struct eddy_fiber_
     f->wait = w;
     if (!(w->pad_[0] & W_EXEMPT)) {
         if (f->cancelled)
-            interrupt(s, w, WHY_CANCEL);
+            fiber_interrupt(s, w, WHY_CANCEL);
         else if (dl && dl <= eddy_now_ns(s->loop))
-            interrupt(s, w, WHY_TIME);
-        else if (dl) {
-            heap_insert(s, w);
-            arm(s);
-        }
+            fiber_interrupt(s, w, WHY_TIME);
+        else if (dl)
+            fiber_deadline_add(s, w);
     }
     if (!w->done_) {
         f->state = FS_PARKED;
@@ -419,21 +236,6 @@ static int wait_(struct fiber_sched *s, struct eddy_fiber *f, struct eddy_fiber_
     if (w->why_ == WHY_TIME && res == -ECANCELED)
         res = -ETIME;
     return res;
-}
-
-int eddy_fiber_suspend(struct eddy_fiber_waiter *w, void (*cancel)(struct eddy_fiber_waiter *w))
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    w->pad_[0] = 0;
-    w->sleep_end_ = 0;
-    return wait_(f->s, f, w, cancel, take_deadline(f));
-}
-
-void eddy_fiber_wake(struct eddy_fiber_waiter *w, int res)
-{
-    wake_(w, res, true);
 }
 
 /* ---- fibers ------------------------------------------------------------- */
@@ -464,14 +266,11 @@ static void fiber_exit(struct fiber_sched *s, struct eddy_fiber *f)
     if (f->joiner) {
         struct eddy_fiber_waiter *w = f->joiner;
         f->joiner = NULL;
-        wake_(w, 0, false);
+        fiber_wake(w, 0, false);
     }
     if (--s->live == 0) {
         eddy_loop_unref(s->loop);
-        if (eddy_op_active(&s->tmr) && !s->tmr_cancel) {
-            s->tmr_cancel = true;
-            eddy_cancel(s->loop, &s->tmr);
-        }
+        fiber_timer_stop(s);
     }
     s->dead = f;
     switch_to(s, f, pick_next(s, f), true);
@@ -552,12 +351,7 @@ int eddy_fiber_teardown(struct eddy_loop *loop)
     pthread_mutex_unlock(&g_mu);
     atomic_fetch_add(&g_gen, 1);
     tls_cache.loop = NULL;
-    while (s->stash) {
-        struct stash *st = s->stash;
-        s->stash = st->next;
-        close(st->fd);
-        eddy_loop_free(loop, st);
-    }
+    fiber_stash_free(s);
     eddy_loop_free(loop, s->heap);
     stack_pool_free(s->pool);
     eddy_loop_free(loop, s);
@@ -601,6 +395,19 @@ static void init_context(struct fiber_sched *s, struct eddy_fiber *f)
 #endif
 }
 
+/* label (truncated to 31 bytes) and "fiber <label>" for the watchdog;
+ * copied by hand: two snprintf calls per spawn showed in the profile of a
+ * pipelined fiber route. */
+static void set_label(struct eddy_fiber *f, const char *label)
+{
+    _Static_assert(sizeof f->name >= sizeof "fiber " - 1 + sizeof f->label, "name fits");
+    size_t n = strnlen(label, sizeof f->label - 1);
+    memcpy(f->label, label, n);
+    f->label[n] = 0;
+    memcpy(f->name, "fiber ", 6);
+    memcpy(f->name + 6, f->label, n + 1);
+}
+
 int eddy_fiber_spawn(struct eddy_loop *loop, struct eddy_fiber **out, eddy_fiber_fn fn,
                      void *arg, const struct eddy_fiber_options *opts)
 {
@@ -616,16 +423,10 @@ int eddy_fiber_spawn(struct eddy_loop *loop, struct eddy_fiber **out, eddy_fiber
         size_t pg = stack_page();
         size = (opts->stack_size + pg - 1) & ~(pg - 1);
     }
-    if (!fn)
+    if (!fn || (opts && (opts->flags & ~EDDY_FIBER_HELD)))
         return -EINVAL;
-    if (s->live + 1 > s->capheap) {
-        unsigned cap = s->capheap ? s->capheap * 2 : 64;
-        void *h = eddy_loop_realloc(loop, s->heap, cap * sizeof *s->heap);
-        if (!h)
-            return -ENOMEM;
-        s->heap = h;
-        s->capheap = cap;
-    }
+    if (fiber_heap_reserve(s, s->live + 1) < 0)
+        return -ENOMEM;
     int err = 0;
     struct eddy_fiber *f = stack_take(s->pool, size, &err);
     if (!f)
@@ -633,11 +434,10 @@ int eddy_fiber_spawn(struct eddy_loop *loop, struct eddy_fiber **out, eddy_fiber
     f->s = s;
     f->fn = fn;
     f->arg = arg;
+    f->data = NULL;
     f->detached = !out;
-    if (opts && opts->label && opts->label[0]) {
-        snprintf(f->label, sizeof f->label, "%s", opts->label);
-        snprintf(f->name, sizeof f->name, "fiber %s", f->label);
-    }
+    if (opts && opts->label && opts->label[0])
+        set_label(f, opts->label);
     init_context(s, f);
     if (s->live++ == 0)
         eddy_loop_ref(loop);
@@ -647,15 +447,45 @@ int eddy_fiber_spawn(struct eddy_loop *loop, struct eddy_fiber **out, eddy_fiber
         s->all->all_prev = f;
     s->all = f;
     s->records++;
-    make_ready(s, f);
+    if (opts && (opts->flags & EDDY_FIBER_HELD))
+        f->state = FS_HELD;
+    else
+        fiber_make_ready(s, f);
     if (out)
         *out = f;
     return 0;
 }
 
+int eddy_fiber_start(struct eddy_fiber *f)
+{
+    if (f->state != FS_HELD)
+        return -EINVAL;
+    struct fiber_sched *s = f->s;
+    if (s->current || s->in_hook)
+        fiber_make_ready(s, f);
+    else
+        fiber_resume(s, f);
+    return 0;
+}
+
+int eddy_fiber_is_setup(struct eddy_loop *loop)
+{
+    return sched_find(loop) != NULL;
+}
+
 struct eddy_fiber *eddy_fiber_self(void)
 {
     return eddy__fiber_cur;
+}
+
+void eddy_fiber_set_data(struct eddy_fiber *f, void *data)
+{
+    f->data = data;
+}
+
+void *eddy_fiber_data(const struct eddy_fiber *f)
+{
+    return f->data;
 }
 
 const char *eddy_fiber_label(const struct eddy_fiber *f)
@@ -694,42 +524,12 @@ int eddy_fiber_yield(void)
     return 0;
 }
 
-static void sleep_cancel(struct eddy_fiber_waiter *w)
-{
-    wake_(w, -ECANCELED, false);
-}
-
-int eddy_fiber_sleep_until(int64_t at)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    struct fiber_sched *s = f->s;
-    int64_t dl = take_deadline(f);
-    if (!f->cancelled && at <= eddy_update_time(s->loop) && (!dl || at <= dl))
-        return eddy_fiber_yield();
-    struct eddy_fiber_waiter w;
-    memset(&w, 0, sizeof w);
-    w.sleep_end_ = at;
-    if (!dl || at < dl)
-        dl = at;
-    return wait_(s, f, &w, sleep_cancel, dl);
-}
-
-int eddy_fiber_sleep(uint64_t ms)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    return eddy_fiber_sleep_until(eddy_update_time(f->s->loop) + (int64_t)ms * 1000000);
-}
-
 static void join_cancel(struct eddy_fiber_waiter *w)
 {
     struct eddy_fiber *t = w->data;
     if (t->joiner == w)
         t->joiner = NULL;
-    wake_(w, -ECANCELED, false);
+    fiber_wake(w, -ECANCELED, false);
 }
 
 int eddy_fiber_join(struct eddy_fiber *t, void **ret)
@@ -747,11 +547,11 @@ int eddy_fiber_join(struct eddy_fiber *t, void **ret)
         memset(&w, 0, sizeof w);
         w.data = t;
         t->joiner = &w;
-        int rc = wait_(s, f, &w, join_cancel, take_deadline(f));
+        int rc = fiber_wait(s, f, &w, join_cancel, fiber_take_deadline(f));
         if (rc < 0)
             return rc;
     } else {
-        take_deadline(f);
+        fiber_take_deadline(f);
     }
     if (ret)
         *ret = t->ret;
@@ -774,7 +574,9 @@ int eddy_fiber_cancel(struct eddy_fiber *f)
         return -EALREADY;
     f->cancelled = 1;
     if (f->wait)
-        interrupt(f->s, f->wait, WHY_CANCEL);
+        fiber_interrupt(f->s, f->wait, WHY_CANCEL);
+    else if (f->state == FS_HELD)
+        fiber_make_ready(f->s, f); /* it runs, to unwind: nobody may start it */
     return 0;
 }
 
@@ -793,469 +595,4 @@ int eddy_fiber_cancel_all(struct eddy_loop *loop)
         }
     }
     return n;
-}
-
-/* ---- deadlines ---------------------------------------------------------- */
-
-int eddy_fiber_timeout(unsigned ms)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    f->call_deadline = eddy_update_time(f->s->loop) + (int64_t)ms * 1000000;
-    return 0;
-}
-
-int eddy_fiber_deadline_push(unsigned ms, int64_t *saved)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    *saved = f->deadline;
-    int64_t d = eddy_update_time(f->s->loop) + (int64_t)ms * 1000000;
-    if (!f->deadline || d < f->deadline)
-        f->deadline = d;
-    return 0;
-}
-
-void eddy_fiber_deadline_pop(int64_t saved)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (f)
-        f->deadline = saved;
-}
-
-/* ---- waiting for operations --------------------------------------------- */
-
-struct group {
-    struct eddy_fiber_waiter w;
-    struct eddy_fiber_op *const *ops;
-    struct eddy_loop *loop;
-    unsigned n, pending;
-    int first;
-    bool any;
-};
-
-static void group_cancel_rest(struct group *g)
-{
-    for (unsigned i = 0; i < g->n; i++)
-        if (!g->ops[i]->done)
-            eddy_cancel(g->loop, &g->ops[i]->op);
-}
-
-static void group_cancel(struct eddy_fiber_waiter *w)
-{
-    group_cancel_rest(eddy_container_of(w, struct group, w));
-}
-
-void eddy_fiber_op_cb(struct eddy_op *op, int res)
-{
-    struct eddy_fiber_op *fo = eddy_container_of(op, struct eddy_fiber_op, op);
-    assert(!(op->flags & EDDY_OP_MORE)); /* single-shot operations only */
-    fo->res = res;
-    fo->done = 1;
-    struct group *g = fo->group_;
-    if (!g)
-        return; /* nobody waits yet: the await will find it done */
-    fo->group_ = NULL;
-    if (g->any && g->first < 0 && !g->w.why_) {
-        for (unsigned i = 0; i < g->n; i++)
-            if (g->ops[i] == fo)
-                g->first = (int)i;
-        group_cancel_rest(g);
-    }
-    if (--g->pending == 0)
-        wake_(&g->w, 0, true);
-}
-
-static int await_ops(struct eddy_fiber_op *const *fos, unsigned n, bool any, bool exempt)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    if (!n)
-        return -EINVAL;
-    struct fiber_sched *s = f->s;
-    struct group g;
-    memset(&g, 0, sizeof g);
-    g.ops = fos;
-    g.n = n;
-    g.loop = s->loop;
-    g.first = -1;
-    g.any = any;
-    for (unsigned i = 0; i < n; i++)
-        if (!fos[i]->done && !eddy_op_active(&fos[i]->op))
-            return -EINVAL; /* never started: nothing would wake us */
-    for (unsigned i = 0; i < n; i++) {
-        if (fos[i]->done) {
-            if (any && g.first < 0)
-                g.first = (int)i;
-        } else {
-            fos[i]->group_ = &g;
-            g.pending++;
-        }
-    }
-    int64_t dl = take_deadline(f);
-    if (!g.pending)
-        return any ? g.first : 0;
-    if (any && g.first >= 0)
-        group_cancel_rest(&g);
-    if (exempt)
-        g.w.pad_[0] = W_EXEMPT;
-    wait_(s, f, &g.w, group_cancel, exempt ? 0 : dl);
-    for (unsigned i = 0; i < n; i++)
-        fos[i]->group_ = NULL;
-    if (any)
-        return g.first >= 0 ? g.first : why_err(g.w.why_);
-    return g.w.why_ ? why_err(g.w.why_) : 0;
-}
-
-int eddy_fiber_await_all(struct eddy_fiber_op *const *fos, unsigned n)
-{
-    return await_ops(fos, n, false, false);
-}
-
-int eddy_fiber_await_any(struct eddy_fiber_op *const *fos, unsigned n)
-{
-    return await_ops(fos, n, true, false);
-}
-
-static int await_one(struct eddy_fiber_op *fo, bool exempt)
-{
-    struct eddy_fiber_op *one[1] = {fo};
-    int rc = await_ops(one, 1, false, exempt);
-    if (rc == -EPERM || rc == -EINVAL)
-        return rc;
-    if (rc < 0 && fo->res == -ECANCELED)
-        return rc;
-    return fo->res;
-}
-
-int eddy_fiber_await(struct eddy_fiber_op *fo)
-{
-    return await_one(fo, false);
-}
-
-/* ---- awaiting forms of eddy.h ------------------------------------------- */
-
-/* Before starting: a cancelled fiber or a passed deadline starts nothing. */
-static int pre(struct eddy_fiber *f)
-{
-    if (f->cancelled) {
-        f->call_deadline = 0;
-        return -ECANCELED;
-    }
-    int64_t dl = f->deadline;
-    if (f->call_deadline && (!dl || f->call_deadline < dl))
-        dl = f->call_deadline;
-    if (dl && dl <= eddy_update_time(f->s->loop)) {
-        f->call_deadline = 0;
-        return -ETIME;
-    }
-    return 0;
-}
-
-static int started(struct eddy_fiber *f, struct eddy_fiber_op *fo, int rc)
-{
-    if (rc < 0) {
-        f->call_deadline = 0;
-        return rc;
-    }
-    return await_one(fo, false);
-}
-
-#define FIBER_PROLOGUE(f)                                                      \
-    struct eddy_fiber *f = eddy__fiber_cur;                                    \
-    if (!f)                                                                    \
-        return -EPERM;                                                         \
-    int rc_ = pre(f);                                                          \
-    if (rc_ < 0)                                                               \
-        return rc_;                                                            \
-    struct eddy_fiber_op fo;                                                   \
-    memset(&fo, 0, sizeof fo)
-
-int eddy_fiber_connect(int fd, const struct sockaddr *addr, socklen_t len)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo, eddy_connect(f->s->loop, &fo.op, fd, addr, len, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_recv(int fd, void *buf, size_t len, unsigned msgflags)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_recv(f->s->loop, &fo.op, fd, buf, len, msgflags, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_send(int fd, const void *buf, size_t len, unsigned msgflags)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_send(f->s->loop, &fo.op, fd, buf, len, msgflags, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_send_zc(int fd, const void *buf, size_t len, unsigned msgflags)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_send_zc(f->s->loop, &fo.op, fd, buf, len, msgflags, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_sendmsg(int fd, struct msghdr *msg, unsigned msgflags)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_sendmsg(f->s->loop, &fo.op, fd, msg, msgflags, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_read(int fd, void *buf, unsigned len, uint64_t offset)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_read(f->s->loop, &fo.op, fd, buf, len, offset, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_write(int fd, const void *buf, unsigned len, uint64_t offset)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo,
-                   eddy_write(f->s->loop, &fo.op, fd, buf, len, offset, eddy_fiber_op_cb));
-}
-
-int eddy_fiber_poll(int fd, unsigned events)
-{
-    FIBER_PROLOGUE(f);
-    return started(f, &fo, eddy_poll(f->s->loop, &fo.op, fd, events, eddy_fiber_op_cb));
-}
-
-/* close and shutdown: cleanup, so neither cancellation nor deadlines stop them. */
-int eddy_fiber_close(int fd)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    struct eddy_fiber_op fo;
-    memset(&fo, 0, sizeof fo);
-    f->call_deadline = 0;
-    int rc = eddy_close(f->s->loop, &fo.op, fd, eddy_fiber_op_cb);
-    return rc < 0 ? rc : await_one(&fo, true);
-}
-
-int eddy_fiber_shutdown(int fd, int how)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    struct eddy_fiber_op fo;
-    memset(&fo, 0, sizeof fo);
-    f->call_deadline = 0;
-    int rc = eddy_shutdown(f->s->loop, &fo.op, fd, how, eddy_fiber_op_cb);
-    return rc < 0 ? rc : await_one(&fo, true);
-}
-
-struct once_op {
-    struct eddy_fiber_op fo;
-    void *buf;
-    uint16_t bid;
-};
-
-static void once_cb(struct eddy_op *op, int res)
-{
-    struct once_op *o = eddy_container_of(op, struct once_op, fo.op);
-    if (op->flags & EDDY_OP_BUFFER) {
-        o->buf = op->buf;
-        o->bid = op->bid;
-    }
-    eddy_fiber_op_cb(op, res);
-}
-
-int eddy_fiber_recv_once(int fd, struct eddy_bufpool *pool, void **buf, uint16_t *bid)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    int rc = pre(f);
-    if (rc < 0)
-        return rc;
-    struct once_op o;
-    memset(&o, 0, sizeof o);
-    rc = started(f, &o.fo, eddy_recv_once(f->s->loop, &o.fo.op, fd, pool, once_cb));
-    if (o.buf) {
-        if (rc > 0) {
-            *buf = o.buf;
-            *bid = o.bid;
-        } else {
-            eddy_bufpool_put(pool, o.bid); /* cannot happen: a buffer comes with bytes */
-        }
-    }
-    return rc;
-}
-
-struct work_op {
-    struct eddy_fiber_op fo;
-    int (*fn)(void *);
-    void *arg;
-};
-
-static int work_tramp(struct eddy_op *op)
-{
-    struct work_op *w = eddy_container_of(op, struct work_op, fo.op);
-    return w->fn(w->arg);
-}
-
-int eddy_fiber_work(int (*fn)(void *arg), void *arg)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    int rc = pre(f);
-    if (rc < 0)
-        return rc;
-    struct work_op w;
-    memset(&w, 0, sizeof w);
-    w.fn = fn;
-    w.arg = arg;
-    return started(f, &w.fo, eddy_work(f->s->loop, &w.fo.op, work_tramp, eddy_fiber_op_cb));
-}
-
-/* Accept: eddy_accept() goes on accepting until cancelled; the first
- * descriptor is the answer, the ones that come before the cancel lands are
- * kept for the next call on the same listener. */
-struct accept_op {
-    struct eddy_fiber_op fo;
-    struct fiber_sched *s;
-    int lfd;
-    int got;
-    bool have;
-};
-
-static void stash_push(struct fiber_sched *s, int lfd, int fd)
-{
-    struct stash *st = eddy_loop_alloc(s->loop, sizeof *st);
-    if (!st) {
-        close(fd); /* out of memory: the connection is refused late */
-        return;
-    }
-    st->lfd = lfd;
-    st->fd = fd;
-    st->next = NULL;
-    struct stash **pp = &s->stash;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = st;
-}
-
-static int stash_take(struct fiber_sched *s, int lfd)
-{
-    for (struct stash **pp = &s->stash; *pp; pp = &(*pp)->next) {
-        if ((*pp)->lfd == lfd) {
-            struct stash *st = *pp;
-            int fd = st->fd;
-            *pp = st->next;
-            eddy_loop_free(s->loop, st);
-            return fd;
-        }
-    }
-    return -1;
-}
-
-static void accept_cb(struct eddy_op *op, int res)
-{
-    struct accept_op *a = eddy_container_of(op, struct accept_op, fo.op);
-    if (op->flags & EDDY_OP_MORE) {
-        if (!a->have) {
-            a->have = true;
-            a->got = res;
-            eddy_cancel(a->s->loop, op);
-        } else if (res >= 0) {
-            stash_push(a->s, a->lfd, res);
-        }
-        return;
-    }
-    eddy_fiber_op_cb(op, res);
-}
-
-int eddy_fiber_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    int rc = pre(f);
-    if (rc < 0)
-        return rc;
-    struct fiber_sched *s = f->s;
-    int c = stash_take(s, fd);
-    if (c >= 0) {
-        f->call_deadline = 0;
-        if (addr && addrlen && getpeername(c, addr, addrlen) < 0)
-            *addrlen = 0;
-        return c;
-    }
-    struct accept_op a;
-    memset(&a, 0, sizeof a);
-    a.s = s;
-    a.lfd = fd;
-    rc = started(f, &a.fo, eddy_accept(s->loop, &a.fo.op, fd, addr, addrlen, flags, accept_cb));
-    return a.have ? a.got : rc;
-}
-
-/* ---- events ------------------------------------------------------------- */
-
-static void ev_unlink(struct eddy_fiber_event *ev, struct eddy_fiber_waiter *w)
-{
-    if (w->prev_)
-        w->prev_->next_ = w->next_;
-    else
-        ev->head_ = w->next_;
-    if (w->next_)
-        w->next_->prev_ = w->prev_;
-    else
-        ev->tail_ = w->prev_;
-    w->next_ = w->prev_ = NULL;
-}
-
-static void ev_cancel(struct eddy_fiber_waiter *w)
-{
-    ev_unlink(w->data, w);
-    wake_(w, -ECANCELED, false);
-}
-
-int eddy_fiber_event_wait(struct eddy_fiber_event *ev)
-{
-    struct eddy_fiber *f = eddy__fiber_cur;
-    if (!f)
-        return -EPERM;
-    if (f->cancelled) {
-        f->call_deadline = 0;
-        return -ECANCELED;
-    }
-    if (ev->set) {
-        f->call_deadline = 0;
-        return 0;
-    }
-    struct eddy_fiber_waiter w;
-    memset(&w, 0, sizeof w);
-    w.data = ev;
-    w.prev_ = ev->tail_;
-    if (ev->tail_)
-        ev->tail_->next_ = &w;
-    else
-        ev->head_ = &w;
-    ev->tail_ = &w;
-    return wait_(f->s, f, &w, ev_cancel, take_deadline(f));
-}
-
-void eddy_fiber_event_set(struct eddy_fiber_event *ev)
-{
-    ev->set = 1;
-    struct eddy_fiber_waiter *w;
-    while ((w = ev->head_)) {
-        ev_unlink(ev, w);
-        wake_(w, 0, false);
-    }
-}
-
-void eddy_fiber_event_clear(struct eddy_fiber_event *ev)
-{
-    ev->set = 0;
 }

@@ -1,7 +1,8 @@
 /* Fibers: switching, spawn/join/cancel, sleeping by the 100,000, every
  * kind of wait interrupted by cancel and deadlines, waiting for several
- * operations, -EPERM outside fibers, bad spawns, stack overflow reports and
- * the watchdog naming a fiber. */
+ * operations, channels (fan-out/fan-in, close, deadlines), -EPERM outside
+ * fibers, bad spawns, stack overflow reports and the watchdog naming a
+ * fiber. */
 #define _GNU_SOURCE
 #include "testsupport.h"
 
@@ -80,8 +81,8 @@ static struct eddy_loop *loop_new(const struct eddy_fiber_config *cfg, unsigned 
     return loop;
 }
 
-/* Runs the loop until the fibers can be torn down, then frees it. */
-static void loop_free(struct eddy_loop *loop)
+/* Runs the loop until the fibers can be torn down. */
+static void fibers_teardown(struct eddy_loop *loop)
 {
     int64_t end = ts_now_ms() + 10000;
     int rc;
@@ -92,6 +93,12 @@ static void loop_free(struct eddy_loop *loop)
         usleep(100);
     }
     assert_int_equal(rc, 0);
+}
+
+/* ... then frees it. */
+static void loop_free(struct eddy_loop *loop)
+{
+    fibers_teardown(loop);
     ts_loop_free(loop);
 }
 
@@ -290,7 +297,14 @@ static void test_100k_sleepers(void **state)
     int64_t t1 = ts_now_ms();
     /* none has run yet (spawning never runs a fiber): all sleep until then */
     assert_int_equal(many_awake, 0);
-    many_wake_at = eddy_update_time(loop) + 5000 * 1000000LL;
+    /* They all wake at one time, which must come after the last has gone to
+     * sleep: 5 s, or longer on a machine slow enough that the spawns alone
+     * took seconds (AddressSanitizer on a loaded machine took 4.7 s to spawn
+     * and 5.2 s to have them all asleep), so the check below never races. */
+    int64_t window_ms = 5000;
+    if (2 * (t1 - t0) + 2000 > window_ms)
+        window_ms = 2 * (t1 - t0) + 2000;
+    many_wake_at = eddy_update_time(loop) + window_ms * 1000000LL;
     TS_RUN_UNTIL(loop, many_awake == MANY, 60000);
     print_message("    spawned in %lld ms, all asleep after %lld ms\n", (long long)(t1 - t0),
                   (long long)(ts_now_ms() - t0));
@@ -303,9 +317,10 @@ static void test_100k_sleepers(void **state)
 /* ---- cancel during each kind of wait ------------------------------------- */
 
 enum wait_kind { W_SLEEP, W_RECV, W_RECV_ONCE, W_POLL, W_ACCEPT, W_EVENT, W_JOIN, W_WORK,
-                 W_AWAIT_ALL, W_SUSPEND, W_KINDS };
+                 W_AWAIT_ALL, W_SUSPEND, W_CHAN_RECV, W_CHAN_SEND, W_KINDS };
 static const char *kind_name[] = {"sleep", "recv", "recv_once", "poll", "accept", "event",
-                                  "join", "work", "await_all", "suspend"};
+                                  "join", "work", "await_all", "suspend", "chan_recv",
+                                  "chan_send"};
 
 static struct {
     enum wait_kind kind;
@@ -317,7 +332,31 @@ static struct {
     int work_ran;
     int hook_calls;
     struct eddy_bufpool *pool;
+    struct eddy_fiber_chan ch;
+    void *slots[1];
 } cw;
+
+/* A channel wait that was cancelled left nothing behind: the channel holds
+ * what it held, and a message sent now is queued, not handed to the
+ * cancelled fiber. */
+static void chan_wait_kind(int tx, int *rc)
+{
+    void *m = (void *)(intptr_t)7;
+    assert_int_equal(eddy_fiber_chan_init(&cw.ch, cw.slots, 1), 0);
+    if (tx) {
+        assert_int_equal(eddy_fiber_chan_try_send(&cw.ch, m), 0); /* full */
+        *rc = eddy_fiber_chan_send(&cw.ch, (void *)(intptr_t)8);
+        assert_int_equal(cw.ch.len, 1);
+        assert_int_equal(eddy_fiber_chan_try_recv(&cw.ch, &m), 0);
+        assert_ptr_equal(m, (void *)(intptr_t)7); /* the cancelled send sent nothing */
+        assert_int_equal(eddy_fiber_chan_try_recv(&cw.ch, &m), -EAGAIN);
+    } else {
+        *rc = eddy_fiber_chan_recv(&cw.ch, &m);
+        assert_ptr_equal(m, (void *)(intptr_t)7); /* untouched */
+        assert_int_equal(eddy_fiber_chan_try_send(&cw.ch, m), 0);
+        assert_int_equal(cw.ch.len, 1);
+    }
+}
 
 static void *forever(void *arg)
 {
@@ -404,6 +443,10 @@ static void *waiter(void *arg)
         assert_int_equal(cw.hook_calls, 1);
         break;
     }
+    case W_CHAN_RECV:
+    case W_CHAN_SEND:
+        chan_wait_kind(cw.kind == W_CHAN_SEND, &rc);
+        break;
     default:
         break;
     }
@@ -821,6 +864,423 @@ static void test_accept_one_per_call(void **state)
     loop_free(loop);
 }
 
+/* ---- held fibers, started at once from a callback ------------------------ */
+
+static struct {
+    struct eddy_loop *loop;
+    struct eddy_fiber *held, *child;
+    int steps, child_ran, start_rc[4], done;
+} hs;
+
+static void *held_fn(void *arg)
+{
+    (void)arg;
+    hs.steps = 1;
+    assert_int_equal(eddy_fiber_sleep(5), 0); /* back to the starter's callback here */
+    hs.steps = 2;
+    return NULL;
+}
+
+static void *held_child(void *arg)
+{
+    (void)arg;
+    hs.child_ran = 1;
+    return NULL;
+}
+
+static void *held_parent(void *arg)
+{
+    (void)arg;
+    struct eddy_fiber_options o = {.label = "held-child", .flags = EDDY_FIBER_HELD};
+    assert_int_equal(eddy_fiber_spawn(hs.loop, &hs.child, held_child, NULL, &o), 0);
+    hs.start_rc[2] = eddy_fiber_start(hs.child);
+    assert_int_equal(hs.child_ran, 0); /* from a fiber: queued, not run inside */
+    assert_int_equal(eddy_fiber_yield(), 0);
+    assert_int_equal(hs.child_ran, 1);
+    assert_int_equal(eddy_fiber_join(hs.child, NULL), 0);
+    hs.done = 1;
+    return NULL;
+}
+
+static void start_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    assert_int_equal(res, 0);
+    assert_int_equal(hs.steps, 0); /* held: the loop's iterations did not run it */
+    hs.start_rc[0] = eddy_fiber_start(hs.held);
+    assert_int_equal(hs.steps, 1); /* ran inside the call, up to its first wait */
+    hs.start_rc[1] = eddy_fiber_start(hs.held);
+}
+
+static void test_held_start(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = loop_new(NULL, 0);
+    memset(&hs, 0, sizeof hs);
+    hs.loop = loop;
+    struct eddy_fiber_options o = {.label = "held", .flags = EDDY_FIBER_HELD};
+    assert_int_equal(eddy_fiber_spawn(loop, &hs.held, held_fn, NULL, &o), 0);
+    o.flags = 2;
+    struct eddy_fiber *bad = NULL;
+    assert_int_equal(eddy_fiber_spawn(loop, &bad, held_fn, NULL, &o), -EINVAL);
+    assert_null(bad);
+    struct eddy_op op = EDDY_OP_INIT;
+    assert_int_equal(eddy_timer(loop, &op, 20, start_cb), 0);
+    TS_RUN_UNTIL(loop, hs.steps == 2, 5000);
+    assert_int_equal(hs.start_rc[0], 0);
+    assert_int_equal(hs.start_rc[1], -EINVAL); /* started already */
+    assert_int_equal(eddy_fiber_join(hs.held, NULL), -EPERM); /* not from a callback */
+    assert_true(eddy_fiber_done(hs.held));
+    eddy_fiber_detach(hs.held);
+    spawn(loop, NULL, held_parent, NULL, "held-parent");
+    TS_RUN_UNTIL(loop, hs.done, 5000);
+    assert_int_equal(hs.start_rc[2], 0);
+    /* cancelling a held fiber lets it run, to unwind: it is not stuck */
+    o.flags = EDDY_FIBER_HELD;
+    struct eddy_fiber *f;
+    assert_int_equal(eddy_fiber_spawn(loop, &f, forever, NULL, &o), 0);
+    ts_run_for(loop, 10);
+    assert_false(eddy_fiber_done(f));
+    assert_int_equal(eddy_fiber_cancel(f), 0);
+    assert_int_equal(eddy_fiber_start(f), -EINVAL);
+    TS_RUN_UNTIL(loop, eddy_fiber_done(f), 5000); /* its wait ended: -ECANCELED */
+    eddy_fiber_detach(f);
+    loop_free(loop);
+}
+
+/* ---- channels: fan-out, fan-in, close, deadlines ------------------------- */
+
+#define CH_MSGS 20000
+#define CH_WORKERS 4
+#define CH_PRODUCERS 3
+
+static struct {
+    struct eddy_fiber_chan jobs, results;
+    void *jslots[4], *rslots[2];
+    unsigned char seen[CH_MSGS + 1];
+    int per_worker[CH_WORKERS];
+    int end_rc[CH_WORKERS];
+    int collect_rc;
+    int sent, collected;
+    int done;
+} fan;
+
+/* Producer p sends its share of 1..CH_MSGS, in increasing order. */
+static void *fan_producer(void *arg)
+{
+    int p = (int)(intptr_t)arg;
+    for (int v = p + 1; v <= CH_MSGS; v += CH_PRODUCERS) {
+        assert_int_equal(eddy_fiber_chan_send(&fan.jobs, (void *)(intptr_t)v), 0);
+        fan.sent++;
+    }
+    return NULL;
+}
+
+/* Fan-out: takes jobs until the channel is closed and drained; fan-in: each
+ * result goes to the one collector.  Channels are FIFO, so one worker sees
+ * each producer's values in increasing order. */
+static void *fan_worker(void *arg)
+{
+    int w = (int)(intptr_t)arg;
+    int last[CH_PRODUCERS] = {0};
+    void *m;
+    int rc;
+    while ((rc = eddy_fiber_chan_recv(&fan.jobs, &m)) == 0) {
+        int v = (int)(intptr_t)m;
+        int p = (v - 1) % CH_PRODUCERS;
+        assert_true(v > last[p]);
+        last[p] = v;
+        fan.per_worker[w]++;
+        assert_int_equal(eddy_fiber_chan_send(&fan.results, m), 0);
+    }
+    fan.end_rc[w] = rc;
+    return NULL;
+}
+
+static void *fan_collector(void *arg)
+{
+    (void)arg;
+    void *m;
+    int rc;
+    while ((rc = eddy_fiber_chan_recv(&fan.results, &m)) == 0) {
+        int v = (int)(intptr_t)m;
+        assert_true(v >= 1 && v <= CH_MSGS);
+        fan.seen[v]++;
+        fan.collected++;
+    }
+    fan.collect_rc = rc;
+    return NULL;
+}
+
+/* Spawns the rest from a fiber, closes jobs once the producers are joined
+ * and results once the workers are. */
+static void *fan_main(void *arg)
+{
+    struct eddy_loop *loop = arg;
+    struct eddy_fiber *prod[CH_PRODUCERS], *work[CH_WORKERS], *coll;
+    spawn(loop, &coll, fan_collector, NULL, "collector");
+    for (int i = 0; i < CH_WORKERS; i++)
+        spawn(loop, &work[i], fan_worker, (void *)(intptr_t)i, "worker");
+    for (int i = 0; i < CH_PRODUCERS; i++)
+        spawn(loop, &prod[i], fan_producer, (void *)(intptr_t)i, "producer");
+    for (int i = 0; i < CH_PRODUCERS; i++)
+        assert_int_equal(eddy_fiber_join(prod[i], NULL), 0);
+    eddy_fiber_chan_close(&fan.jobs);
+    assert_int_equal(eddy_fiber_chan_send(&fan.jobs, &fan), -EPIPE);
+    for (int i = 0; i < CH_WORKERS; i++)
+        assert_int_equal(eddy_fiber_join(work[i], NULL), 0);
+    eddy_fiber_chan_close(&fan.results);
+    assert_int_equal(eddy_fiber_join(coll, NULL), 0);
+    fan.done = 1;
+    return NULL;
+}
+
+static void test_chan_fanout(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = loop_new(NULL, 0);
+    memset(&fan, 0, sizeof fan);
+    assert_int_equal(eddy_fiber_chan_init(&fan.jobs, fan.jslots, 4), 0);
+    assert_int_equal(eddy_fiber_chan_init(&fan.results, fan.rslots, 2), 0);
+    spawn(loop, NULL, fan_main, loop, "fan-main");
+    TS_RUN_UNTIL(loop, fan.done, 30000);
+    assert_int_equal(fan.sent, CH_MSGS);
+    assert_int_equal(fan.collected, CH_MSGS);
+    assert_int_equal(fan.collect_rc, -EPIPE);
+    int total = 0;
+    for (int w = 0; w < CH_WORKERS; w++) {
+        assert_int_equal(fan.end_rc[w], -EPIPE);
+        assert_true(fan.per_worker[w] > 0); /* the work was fanned out */
+        total += fan.per_worker[w];
+    }
+    assert_int_equal(total, CH_MSGS);
+    for (int v = 1; v <= CH_MSGS; v++)
+        assert_int_equal(fan.seen[v], 1); /* each exactly once */
+    assert_int_equal(fan.jobs.len, 0);
+    assert_int_equal(fan.results.len, 0);
+    loop_free(loop);
+}
+
+static struct {
+    struct eddy_fiber_chan ch;
+    void *slots[2];
+    int rx_rc[3], tx_rc[2];
+    int ended;
+    int drained[3];
+    int drain_rc, done;
+} cl;
+
+static void *cl_receiver(void *arg)
+{
+    void *m = NULL;
+    cl.rx_rc[(intptr_t)arg] = eddy_fiber_chan_recv(&cl.ch, &m);
+    assert_null(m);
+    cl.ended++;
+    return NULL;
+}
+
+static void *cl_sender(void *arg)
+{
+    cl.tx_rc[(intptr_t)arg] = eddy_fiber_chan_send(&cl.ch, (void *)(intptr_t)9);
+    cl.ended++;
+    return NULL;
+}
+
+/* After close: what was queued, in order, then -EPIPE. */
+static void *cl_drainer(void *arg)
+{
+    (void)arg;
+    void *m = NULL;
+    int n = 0;
+    while ((cl.drain_rc = eddy_fiber_chan_recv(&cl.ch, &m)) == 0 && n < 3)
+        cl.drained[n++] = (int)(intptr_t)m;
+    assert_int_equal(eddy_fiber_chan_send(&cl.ch, m), -EPIPE);
+    cl.done = 1;
+    return NULL;
+}
+
+static void closer_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    assert_int_equal(res, 0);
+    eddy_fiber_chan_close(&cl.ch);
+    assert_int_equal(cl.ended, 0); /* the waiters run later, not inside close */
+}
+
+static void test_chan_close(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = loop_new(NULL, 0);
+    struct eddy_op closer = EDDY_OP_INIT;
+    /* receivers waiting on an empty channel; closed from a callback */
+    memset(&cl, 0, sizeof cl);
+    assert_int_equal(eddy_fiber_chan_init(&cl.ch, cl.slots, 2), 0);
+    for (int i = 0; i < 3; i++)
+        spawn(loop, NULL, cl_receiver, (void *)(intptr_t)i, "receiver");
+    ts_run_for(loop, 20);
+    assert_int_equal(cl.ended, 0);
+    assert_int_equal(eddy_timer(loop, &closer, 1, closer_cb), 0);
+    TS_RUN_UNTIL(loop, cl.ended == 3, 2000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(cl.rx_rc[i], -EPIPE);
+    assert_int_equal(eddy_fiber_chan_try_send(&cl.ch, &cl), -EPIPE);
+    void *m;
+    assert_int_equal(eddy_fiber_chan_try_recv(&cl.ch, &m), -EPIPE);
+    /* senders waiting on a full channel: closed, they fail and send nothing;
+     * what was queued before the close is still received */
+    memset(&cl, 0, sizeof cl);
+    assert_int_equal(eddy_fiber_chan_init(&cl.ch, cl.slots, 2), 0);
+    assert_int_equal(eddy_fiber_chan_try_send(&cl.ch, (void *)(intptr_t)1), 0);
+    assert_int_equal(eddy_fiber_chan_try_send(&cl.ch, (void *)(intptr_t)2), 0);
+    assert_int_equal(eddy_fiber_chan_try_send(&cl.ch, (void *)(intptr_t)3), -EAGAIN);
+    for (int i = 0; i < 2; i++)
+        spawn(loop, NULL, cl_sender, (void *)(intptr_t)i, "sender");
+    ts_run_for(loop, 20);
+    assert_int_equal(cl.ended, 0);
+    assert_int_equal(cl.ch.len, 2);
+    assert_int_equal(eddy_timer(loop, &closer, 1, closer_cb), 0);
+    TS_RUN_UNTIL(loop, cl.ended == 2, 2000);
+    assert_int_equal(cl.tx_rc[0], -EPIPE);
+    assert_int_equal(cl.tx_rc[1], -EPIPE);
+    assert_int_equal(cl.ch.len, 2);
+    spawn(loop, NULL, cl_drainer, NULL, "drainer");
+    TS_RUN_UNTIL(loop, cl.done, 2000);
+    assert_int_equal(cl.drained[0], 1);
+    assert_int_equal(cl.drained[1], 2);
+    assert_int_equal(cl.drained[2], 0);
+    assert_int_equal(cl.drain_rc, -EPIPE);
+    loop_free(loop);
+}
+
+static struct {
+    struct eddy_fiber_chan ch;
+    void *slots[1];
+    int r[10];
+    int64_t t[2];
+    void *got[3];
+    int done;
+    struct eddy_op late;
+} cd;
+
+static void late_send_cb(struct eddy_op *op, int res)
+{
+    (void)op;
+    assert_int_equal(res, 0);
+    assert_int_equal(eddy_fiber_chan_try_send(&cd.ch, (void *)(intptr_t)4), 0);
+}
+
+static void *chan_deadline_fiber(void *arg)
+{
+    struct eddy_loop *loop = arg;
+    int64_t t0 = mono_ms(), saved;
+    /* a receive on an empty channel, a send on a full one: -ETIME, nothing moved */
+    assert_int_equal(eddy_fiber_timeout(30), 0);
+    cd.r[0] = eddy_fiber_chan_recv(&cd.ch, &cd.got[0]);
+    cd.t[0] = mono_ms() - t0;
+    assert_int_equal(eddy_fiber_chan_try_send(&cd.ch, (void *)(intptr_t)1), 0);
+    t0 = mono_ms();
+    assert_int_equal(eddy_fiber_timeout(30), 0);
+    cd.r[1] = eddy_fiber_chan_send(&cd.ch, (void *)(intptr_t)2);
+    cd.t[1] = mono_ms() - t0;
+    cd.r[2] = (int)cd.ch.len;
+    /* in a block: served at once while it lasts, -ETIME at once after */
+    assert_int_equal(eddy_fiber_deadline_push(20, &saved), 0);
+    cd.r[3] = eddy_fiber_chan_recv(&cd.ch, &cd.got[1]);
+    cd.r[4] = eddy_fiber_sleep(1000);
+    assert_int_equal(eddy_fiber_chan_try_send(&cd.ch, (void *)(intptr_t)3), 0);
+    cd.r[5] = eddy_fiber_chan_recv(&cd.ch, &cd.got[2]);
+    cd.r[6] = (int)cd.ch.len;
+    eddy_fiber_deadline_pop(saved);
+    cd.r[7] = eddy_fiber_chan_recv(&cd.ch, &cd.got[2]);
+    /* a receive that timed out is not served later: the late message waits */
+    assert_int_equal(eddy_timer(loop, &cd.late, 30, late_send_cb), 0);
+    assert_int_equal(eddy_fiber_timeout(5), 0);
+    cd.r[8] = eddy_fiber_chan_recv(&cd.ch, &cd.got[0]);
+    assert_int_equal(eddy_fiber_sleep(60), 0);
+    assert_int_equal(cd.ch.len, 1);
+    cd.r[9] = eddy_fiber_chan_recv(&cd.ch, &cd.got[0]);
+    cd.done = 1;
+    return NULL;
+}
+
+static void test_chan_deadline(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = loop_new(NULL, 0);
+    memset(&cd, 0, sizeof cd);
+    assert_int_equal(eddy_fiber_chan_init(&cd.ch, cd.slots, 1), 0);
+    spawn(loop, NULL, chan_deadline_fiber, loop, "chan-deadline");
+    TS_RUN_UNTIL(loop, cd.done, 5000);
+    assert_int_equal(cd.r[0], -ETIME);
+    assert_true(cd.t[0] >= 29 && cd.t[0] < 1000);
+    assert_int_equal(cd.r[1], -ETIME);
+    assert_true(cd.t[1] >= 29 && cd.t[1] < 1000);
+    assert_int_equal(cd.r[2], 1); /* the timed-out send sent nothing */
+    assert_int_equal(cd.r[3], 0);
+    assert_ptr_equal(cd.got[1], (void *)(intptr_t)1);
+    assert_int_equal(cd.r[4], -ETIME);
+    assert_int_equal(cd.r[5], -ETIME); /* passed: at once, even with a message there */
+    assert_int_equal(cd.r[6], 1);
+    assert_int_equal(cd.r[7], 0);
+    assert_ptr_equal(cd.got[2], (void *)(intptr_t)3);
+    assert_int_equal(cd.r[8], -ETIME);
+    assert_int_equal(cd.r[9], 0);
+    assert_ptr_equal(cd.got[0], (void *)(intptr_t)4);
+    loop_free(loop);
+}
+
+/* ---- for other layers: the pre-wait check, the call deadline, fiber data --- */
+
+static int checked;
+
+static void *checker(void *arg)
+{
+    struct eddy_fiber *self = eddy_fiber_self();
+    assert_ptr_equal(eddy_fiber_data(self), arg); /* set by the spawner */
+    eddy_fiber_set_data(self, &checked);
+    assert_ptr_equal(eddy_fiber_data(self), &checked);
+    assert_int_equal(eddy_fiber_check(), 0);
+    /* a cleared call deadline does not fall on the next wait */
+    assert_int_equal(eddy_fiber_timeout(5), 0);
+    assert_int_equal(eddy_fiber_timeout_clear(), 0);
+    assert_int_equal(eddy_fiber_sleep(30), 0);
+    /* a passed call deadline: -ETIME, and used up */
+    assert_int_equal(eddy_fiber_timeout(0), 0);
+    assert_int_equal(eddy_fiber_check(), -ETIME);
+    assert_int_equal(eddy_fiber_sleep(1), 0);
+    /* a passed deadline wins over a set event, as over a ready operation */
+    struct eddy_fiber_event ev = EDDY_FIBER_EVENT_INIT;
+    eddy_fiber_event_set(&ev);
+    assert_int_equal(eddy_fiber_timeout(0), 0);
+    assert_int_equal(eddy_fiber_event_wait(&ev), -ETIME);
+    assert_int_equal(eddy_fiber_event_wait(&ev), 0);
+    int64_t saved;
+    assert_int_equal(eddy_fiber_deadline_push(0, &saved), 0);
+    assert_int_equal(eddy_fiber_check(), -ETIME);
+    eddy_fiber_deadline_pop(saved);
+    assert_int_equal(eddy_fiber_check(), 0);
+    assert_int_equal(eddy_fiber_cancel(self), 0);
+    assert_int_equal(eddy_fiber_check(), -ECANCELED);
+    checked = 1;
+    return NULL;
+}
+
+static void test_check_and_data(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = loop_new(NULL, 0);
+    checked = 0;
+    struct eddy_fiber *f;
+    spawn(loop, &f, checker, &loop, "checker");
+    assert_null(eddy_fiber_data(f));
+    eddy_fiber_set_data(f, &loop);
+    TS_RUN_UNTIL(loop, checked, 5000);
+    assert_true(eddy_fiber_done(f));
+    assert_ptr_equal(eddy_fiber_data(f), &checked);
+    eddy_fiber_detach(f);
+    loop_free(loop);
+}
+
 /* ---- misuse ------------------------------------------------------------- */
 
 static int eperm_checked;
@@ -854,6 +1314,17 @@ static void outside_cb(struct eddy_op *op, int res)
     assert_int_equal(eddy_fiber_poll(0, POLLIN), -EPERM);
     assert_int_equal(eddy_fiber_work(file_job, NULL), -EPERM);
     assert_int_equal(eddy_fiber_event_wait(&ev), -EPERM);
+    struct eddy_fiber_chan ch;
+    void *slot[1], *m = NULL;
+    assert_int_equal(eddy_fiber_chan_init(&ch, slot, 1), 0);
+    assert_int_equal(eddy_fiber_chan_send(&ch, &ch), -EPERM);
+    assert_int_equal(eddy_fiber_chan_recv(&ch, &m), -EPERM);
+    assert_int_equal(ch.len, 0); /* nothing sent */
+    assert_int_equal(eddy_fiber_chan_try_send(&ch, &ch), 0); /* callbacks may */
+    assert_int_equal(eddy_fiber_chan_try_recv(&ch, &m), 0);
+    assert_ptr_equal(m, &ch);
+    assert_int_equal(eddy_fiber_check(), -EPERM);
+    assert_int_equal(eddy_fiber_timeout_clear(), -EPERM);
     assert_int_equal(eddy_fiber_suspend(&w, NULL), -EPERM);
     assert_int_equal(eddy_fiber_await(&fo), -EPERM);
     assert_int_equal(eddy_fiber_await_all(ops, 1), -EPERM);
@@ -883,6 +1354,7 @@ static void test_misuse(void **state)
     (void)state;
     /* no setup: -ENOENT; awaiting from a callback: -EPERM */
     struct eddy_loop *bare = ts_loop_new(NULL);
+    assert_int_equal(eddy_fiber_is_setup(bare), 0);
     assert_int_equal(eddy_fiber_spawn(bare, NULL, noop, NULL, NULL), -ENOENT);
     assert_int_equal(eddy_fiber_teardown(bare), -ENOENT);
     struct eddy_op op = EDDY_OP_INIT;
@@ -897,8 +1369,14 @@ static void test_misuse(void **state)
     struct eddy_loop *loop = ts_loop_new(NULL);
     assert_int_equal(eddy_fiber_setup(loop, &bad), -EINVAL);
     struct eddy_fiber_config cfg = {.max_fibers = 2};
+    assert_int_equal(eddy_fiber_is_setup(loop), 0);
     assert_int_equal(eddy_fiber_setup(loop, &cfg), 0);
+    assert_int_equal(eddy_fiber_is_setup(loop), 1);
     assert_int_equal(eddy_fiber_setup(loop, &cfg), -EEXIST);
+    struct eddy_fiber_chan ch;
+    void *slot[1];
+    assert_int_equal(eddy_fiber_chan_init(&ch, slot, 0), -EINVAL);
+    assert_int_equal(eddy_fiber_chan_init(&ch, NULL, 1), -EINVAL);
     struct eddy_fiber_options o = {.stack_size = EDDY_FIBER_STACK_MIN - 1};
     assert_int_equal(eddy_fiber_spawn(loop, NULL, noop, NULL, &o), -EINVAL);
     o.stack_size = (size_t)EDDY_FIBER_STACK_MAX + 1;
@@ -913,7 +1391,9 @@ static void test_misuse(void **state)
     assert_int_equal(eddy_timer(loop, &op, 1, tick_cb), 0);
     TS_RUN_UNTIL(loop, served_ticks == 1, 1000);
     assert_int_equal(eddy_fiber_spawn(loop, NULL, noop, NULL, &o), 0); /* room again */
-    loop_free(loop);
+    fibers_teardown(loop);
+    assert_int_equal(eddy_fiber_is_setup(loop), 0);
+    ts_loop_free(loop);
 }
 
 /* The system cannot back a stack: -ENOMEM, and the loop keeps serving.
@@ -1168,6 +1648,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wait_all_any, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_io_roundtrip, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_accept_one_per_call, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_held_start, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_chan_fanout, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_chan_close, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_chan_deadline, ts_fd_setup, ts_fd_teardown),
+        cmocka_unit_test_setup_teardown(test_check_and_data, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_misuse, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_spawn_enomem, ts_fd_setup, ts_fd_teardown),
         cmocka_unit_test_setup_teardown(test_stack_overflow, ts_fd_setup, ts_fd_teardown),

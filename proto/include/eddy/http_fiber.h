@@ -27,10 +27,16 @@
  * every handler fiber has returned.
  *
  * Per request.  The route's handler (a plain callback of the server)
- * spawns a fiber from the loop's stack pool and returns; the fiber first
- * runs on the loop's next iteration and calls handler(req, ud).  Pipelined
- * requests get a fiber each and run concurrently; their answers still go
- * out in request order (eddy/http.h).  When no fiber can be spawned
+ * spawns a fiber from the loop's stack pool and runs it at once: handler(req,
+ * ud) runs where a callback handler would, until it first waits; then the
+ * server goes on (with the next pipelined request, say) and the fiber
+ * resumes when what it waits for completes.  A handler that never waits
+ * costs one spawn and two switches, and its stack goes back to the pool
+ * before the next request takes it.  Pipelined requests get a fiber each
+ * and run concurrently; their answers still go out in request order
+ * (eddy/http.h).  Nothing is allocated per request
+ * beyond the fiber's pooled stack; the fiber's eddy_fiber_data() is the
+ * handler's to use.  When no fiber can be spawned
  * (stack memory or mappings exhausted, max_fibers reached, no memory) the
  * request is answered 503 at once and the handler never runs; the
  * route's refused counter counts it.
@@ -56,6 +62,7 @@
 
 #include "eddy/fiber.h"
 #include "eddy/http.h"
+#include "eddy/http_client.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -24,7 +24,8 @@
  *     nobody will set, as a server would not.
  *   - Spawning never runs the fiber inside the spawn: a fiber spawned from a
  *     callback first runs on the loop's next iteration, one spawned from a
- *     fiber when the spawner next waits or yields.
+ *     fiber when the spawner next waits or yields (or, spawned held, when
+ *     eddy_fiber_start() says).
  *   - An awaiting call (every function below marked "awaiting") made
  *     outside a fiber returns -EPERM at once; it never blocks or crashes.
  *   - Awaiting calls return what the operation's callback got (bytes, a
@@ -140,6 +141,10 @@ int eddy_fiber_setup(struct eddy_loop *loop, const struct eddy_fiber_config *cfg
  */
 int eddy_fiber_teardown(struct eddy_loop *loop);
 
+/* Nonzero if loop is set up for fibers (eddy_fiber_setup done, teardown
+ * not yet): for layers that offer fibers on a loop the application owns. */
+int eddy_fiber_is_setup(struct eddy_loop *loop);
+
 /* ------------------------------------------------------------------------
  * Fibers
  * ---------------------------------------------------------------------- */
@@ -149,18 +154,34 @@ typedef void *(*eddy_fiber_fn)(void *arg);
 struct eddy_fiber_options {
     size_t stack_size;  /* 0 = the loop's default; else MIN..MAX, rounded to pages */
     const char *label;  /* for the watchdog and overflow reports; copied (31 chars) */
+    unsigned flags;     /* 0 or EDDY_FIBER_HELD (others: -EINVAL) */
 };
+
+/* Spawned held: the fiber does not run until eddy_fiber_start(). */
+#define EDDY_FIBER_HELD 1u
 
 /*
  * Creates a fiber running fn(arg) on loop (see "Rules" for when it first
  * runs).  With out NULL the fiber is detached; else *out is its handle,
  * valid until eddy_fiber_join() returns 0 or eddy_fiber_detach().
- * Returns 0, -EINVAL (stack size out of range), -ENOENT (no
+ * Returns 0, -EINVAL (stack size out of range, fn NULL, unknown flags), -ENOENT (no
  * eddy_fiber_setup), -ENOMEM or -EAGAIN (no memory or mappings for a stack,
  * or max_fibers reached): the loop is unaffected.
  */
 int eddy_fiber_spawn(struct eddy_loop *loop, struct eddy_fiber **out, eddy_fiber_fn fn,
                      void *arg, const struct eddy_fiber_options *opts);
+
+/*
+ * Starts f, spawned with EDDY_FIBER_HELD (0, or -EINVAL if it was not or
+ * has started).  From a callback of f's loop, f runs at once, inside this
+ * call, until it first waits or returns — a request handler on a fiber
+ * then runs where a callback handler would, and a fiber that never waits
+ * gives its stack back, still warm, before the call returns.  From a
+ * fiber (or a cancel hook) f is queued as a spawn's is.  Hold a fiber to
+ * finish setting up around it (eddy_fiber_set_data, an abort callback
+ * that names it) before it can run.  Not outside the loop's callbacks.
+ */
+int eddy_fiber_start(struct eddy_fiber *f);
 
 /* The running fiber, or NULL outside fibers. */
 struct eddy_fiber *eddy_fiber_self(void);
@@ -168,6 +189,11 @@ const char *eddy_fiber_label(const struct eddy_fiber *f);
 struct eddy_loop *eddy_fiber_loop(const struct eddy_fiber *f);
 /* Nonzero once f has returned (f must be joinable). */
 int eddy_fiber_done(const struct eddy_fiber *f);
+/* One pointer of yours per fiber (a fiber-local), NULL at spawn: set it
+ * right after the spawn to hand the fiber more than its argument, or from
+ * the fiber itself.  Valid while f's handle is. */
+void eddy_fiber_set_data(struct eddy_fiber *f, void *data);
+void *eddy_fiber_data(const struct eddy_fiber *f);
 
 /*
  * Awaiting.  Lets the other ready fibers run, and the loop when no other is
@@ -198,7 +224,9 @@ void eddy_fiber_detach(struct eddy_fiber *f);
  * Cancels f (from a fiber or a callback): its current wait ends with
  * -ECANCELED (an operation it waits for is cancelled, and the wait still
  * lasts until that operation's final callback), and so does every later
- * one at once, until f returns.  0, or -EALREADY if f has returned.
+ * one at once, until f returns.  A held fiber is queued to run (and
+ * unwind: eddy_fiber_start() then says -EINVAL).  0, or -EALREADY if f
+ * has returned.
  */
 int eddy_fiber_cancel(struct eddy_fiber *f);
 /* Cancels every live fiber of loop (also detached ones: for shutdown).
@@ -219,6 +247,11 @@ int eddy_fiber_cancelled(void);
 
 /* 0 or -EPERM. */
 int eddy_fiber_timeout(unsigned ms);
+/* Drops the deadline eddy_fiber_timeout() set for the next call, unused.
+ * An awaiting call of another layer that ends without waiting (its
+ * operation failed to start) calls this, as the calls here do, so the
+ * deadline does not fall on the caller's next wait.  0 or -EPERM. */
+int eddy_fiber_timeout_clear(void);
 /* *saved gets the enclosing deadline to hand to pop.  0 or -EPERM. */
 int eddy_fiber_deadline_push(unsigned ms, int64_t *saved);
 void eddy_fiber_deadline_pop(int64_t saved);
@@ -301,6 +334,16 @@ int eddy_fiber_await_all(struct eddy_fiber_op *const *fos, unsigned n);
 int eddy_fiber_await_any(struct eddy_fiber_op *const *fos, unsigned n);
 
 /*
+ * For layers with awaiting calls of their own (an HTTP fetch), the check
+ * every awaiting call makes before it starts anything: 0 when the calling
+ * fiber may wait; -EPERM outside a fiber; -ECANCELED (cancelled) or -ETIME
+ * (its deadline has passed), the deadline for the next call then used up.
+ * Start your operation only on 0; if the start fails, call
+ * eddy_fiber_timeout_clear() and return the starter's error.
+ */
+int eddy_fiber_check(void);
+
+/*
  * The most general building block, for layers with their own operations
  * (an HTTP fetch): suspend the calling fiber until somebody calls
  * eddy_fiber_wake(w, res).  cancel (may be NULL only for waits that need
@@ -329,7 +372,7 @@ int eddy_fiber_suspend(struct eddy_fiber_waiter *w, void (*cancel)(struct eddy_f
 void eddy_fiber_wake(struct eddy_fiber_waiter *w, int res);
 
 /* ------------------------------------------------------------------------
- * Events: fiber-to-fiber (and callback-to-fiber) signalling for fan-out
+ * Events: fiber-to-fiber (and callback-to-fiber) signalling
  * ---------------------------------------------------------------------- */
 
 /* Zero-initialise (EDDY_FIBER_EVENT_INIT).  Manual reset, like
@@ -341,11 +384,61 @@ struct eddy_fiber_event {
 };
 #define EDDY_FIBER_EVENT_INIT {0, 0, 0}
 
-/* Awaiting.  0 once set, -ECANCELED, -ETIME. */
+/* Awaiting.  0 once set (at once if it is), -ECANCELED, -ETIME (like
+ * every awaiting call: at once, set or not, for a cancelled fiber or a
+ * passed deadline), -EPERM. */
 int eddy_fiber_event_wait(struct eddy_fiber_event *ev);
 /* Wakes every waiter (they run later, not inside this call).  Fibers or callbacks. */
 void eddy_fiber_event_set(struct eddy_fiber_event *ev);
 void eddy_fiber_event_clear(struct eddy_fiber_event *ev);
+
+/* ------------------------------------------------------------------------
+ * Channels: a bounded FIFO of pointers between fibers — Go's buffered
+ * channel, gevent's Queue(maxsize) — for fan-out (one producer, many
+ * workers) and fan-in (many producers, one consumer).
+ *
+ * The caller owns the channel and its slots (no allocation here); both
+ * stay valid and unmoved while any fiber waits in it.  Loop-thread only:
+ * every fiber that waits in one channel belongs to the same loop.
+ * Messages are delivered in order, exactly once: a receiver woken by a
+ * send has the message already, no other fiber can take it first.
+ * Waiting senders and receivers are served first come, first served.
+ *
+ * Close ends the channel for senders: later sends, and those waiting, get
+ * -EPIPE (their message is not delivered); receivers still get what is
+ * queued, then -EPIPE.  A waiting sender or receiver that is cancelled or
+ * whose deadline passes gets -ECANCELED / -ETIME and has sent or received
+ * nothing.  As with every awaiting call, a cancelled fiber or a passed
+ * deadline gets its error at once, even when the channel could serve it.
+ * ---------------------------------------------------------------------- */
+
+struct eddy_fiber_chan {
+    unsigned cap;        /* read-only: slots */
+    unsigned len;        /* read-only: messages queued now */
+    int closed;          /* read-only */
+    /* private */
+    unsigned head_;
+    void **slots_;
+    struct eddy_fiber_waiter *rx_head_, *rx_tail_, *tx_head_, *tx_tail_;
+};
+
+/* Makes ch an empty, open channel of cap >= 1 messages kept in slots (cap
+ * pointers, yours).  0 or -EINVAL.  Nothing to free: once no fiber waits
+ * in it (closing it releases them), a channel may simply be dropped. */
+int eddy_fiber_chan_init(struct eddy_fiber_chan *ch, void **slots, unsigned cap);
+/* Awaiting.  Queues msg, waiting while the channel is full.  0, -EPIPE
+ * (closed), -ECANCELED, -ETIME, -EPERM. */
+int eddy_fiber_chan_send(struct eddy_fiber_chan *ch, void *msg);
+/* Awaiting.  *msg gets the oldest message, waiting while there is none.
+ * 0, -EPIPE (closed and drained), -ECANCELED, -ETIME, -EPERM. */
+int eddy_fiber_chan_recv(struct eddy_fiber_chan *ch, void **msg);
+/* Not awaiting (fibers or callbacks): the same without waiting; -EAGAIN
+ * instead (full / empty).  A fiber woken by them runs later, not inside. */
+int eddy_fiber_chan_try_send(struct eddy_fiber_chan *ch, void *msg);
+int eddy_fiber_chan_try_recv(struct eddy_fiber_chan *ch, void **msg);
+/* Closes ch (fibers or callbacks; again is harmless): wakes every waiter
+ * as said above. */
+void eddy_fiber_chan_close(struct eddy_fiber_chan *ch);
 
 #ifdef __cplusplus
 }
