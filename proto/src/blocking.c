@@ -5,7 +5,7 @@
  * purpose (see eddy/http_client.h).
  */
 #define _GNU_SOURCE
-#include "url.h"
+#include "client_codec.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -78,7 +78,7 @@ fail:
     return rc;
 }
 
-static int do_connect(const struct eddy_url *u, int64_t deadline)
+static int do_connect(const struct url *u, int64_t deadline)
 {
     if (u->addrlen)
         return connect_one((const struct sockaddr *)&u->addr, u->addrlen, deadline);
@@ -122,7 +122,7 @@ static int send_all(int fd, const char *p, size_t n, int64_t deadline)
     return 0;
 }
 
-static int recv_response(int fd, struct eddy_resp_parser *rp, int64_t deadline)
+static int recv_response(int fd, struct resp_parser *rp, int64_t deadline)
 {
     char buf[16384];
     for (;;) {
@@ -139,11 +139,11 @@ static int recv_response(int fd, struct eddy_resp_parser *rp, int64_t deadline)
             return -errno;
         }
         if (k == 0) {
-            int rc = eddy_resp_eof(rp);
+            int rc = resp_eof(rp);
             return rc == 1 ? 0 : rc;
         }
         size_t used;
-        int rc = eddy_resp_feed(rp, buf, (size_t)k, &used);
+        int rc = resp_feed(rp, buf, (size_t)k, &used);
         if (rc != 0)
             return rc == 1 ? 0 : rc;
     }
@@ -154,17 +154,17 @@ int eddy_http_blocking_fetch(const char *url, const char *method,
                              unsigned timeout_ms, struct eddy_http_response *out)
 {
     memset(out, 0, sizeof *out);
-    struct eddy_url u;
-    int rc = eddy_url_parse(url, &u);
+    struct url u;
+    int rc = url_parse(url, &u);
     if (rc < 0)
         return rc;
     const char *m = method ? method : "GET";
-    struct eddy_req_spec s = {
+    struct request_spec s = {
         .method = m, .url = &u, .args = args, .nargs = nargs, .close = 1,
     };
     char *req;
     size_t len;
-    rc = eddy_req_build(NULL, &s, &req, &len);
+    rc = request_build(NULL, &s, &req, &len);
     if (rc < 0)
         return rc;
     int64_t deadline = now_ms() + (timeout_ms ? timeout_ms : 60000);
@@ -176,8 +176,8 @@ int eddy_http_blocking_fetch(const char *url, const char *method,
     rc = send_all(fd, req, len, deadline);
     free(req);
     if (rc == 0) {
-        struct eddy_resp_parser rp;
-        eddy_resp_begin(&rp, out, BLOCKING_MAX_BYTES, !strcmp(m, "HEAD"));
+        struct resp_parser rp;
+        resp_begin(&rp, out, BLOCKING_MAX_BYTES, !strcmp(m, "HEAD"));
         rc = recv_response(fd, &rp, deadline);
     }
     close(fd);

@@ -12,16 +12,13 @@
  * callback.  A connection is freed in the callback of its close.
  */
 #define _GNU_SOURCE
-#include "url.h"
+#include "client.h"
 
 #include "eddy/fiber.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -30,82 +27,6 @@
 
 enum { F_IDLE = 0, F_QUEUED, F_CONN, F_FINISHING };
 enum { C_CONNECTING = 1, C_SENDING, C_RECEIVING, C_IDLE, C_CLOSING };
-enum { RS_NONE = 0, RS_BUSY, RS_OK };
-#define MAX_ADDRS 4
-#define RBUF_SIZE 16384
-#define RESOLVER_THREADS 2
-
-struct conn;
-
-struct origin {
-    struct origin *next, *prev;
-    struct eddy_http_client *cli;
-    char host[256];
-    uint16_t port;
-    int resolve;
-    int naddrs;
-    struct sockaddr_storage addrs[MAX_ADDRS];
-    socklen_t addrlens[MAX_ADDRS];
-    struct origin *rnext, *rprev;     /* the resolver's queue */
-    int rqueued;                      /* in that queue, no thread yet (resolver's mutex) */
-    int rres;                         /* the resolution's result */
-    struct eddy_op resolved;          /* posts the result back to the loop */
-    unsigned nconns;                  /* every connection, closing ones too */
-    struct conn *idle_head, *idle_tail; /* most recently used first */
-    struct eddy_http_fetch *qhead, *qtail;
-};
-
-struct conn {
-    struct conn *next, *prev;         /* the origin's idle list */
-    struct origin *o;
-    struct eddy_http_fetch *f;
-    int fd;
-    int state;
-    int addr_idx;
-    unsigned served;                  /* responses completed on it */
-    size_t got;                       /* bytes of the current response */
-    int64_t idle_since;
-    struct eddy_op op;                /* connect, send, recv: one at a time */
-    struct eddy_op close_op;
-    struct msghdr msg;
-    struct eddy_resp_parser rp;
-    char rbuf[RBUF_SIZE];
-};
-
-/*
- * Name resolution has threads of its own rather than the loop's worker
- * pool, whose threads users fill with blocking work of their own: a fetch
- * must not wait behind that.  Up to RESOLVER_THREADS threads, started when
- * a name is queued and no thread is idle, living until the client is
- * destroyed.  The mutex guards the queue (with each origin's rqueued), the
- * counts and stop.  An origin being resolved belongs to the resolver until
- * its result is posted back; one still waiting in the queue may be taken
- * out again by the loop thread (resolve_drop) when nobody wants it.
- */
-struct resolver {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct origin *head, *tail;       /* names waiting for a thread */
-    unsigned nwait, nidle, nthreads;
-    int stop;
-    pthread_t th[RESOLVER_THREADS];
-};
-
-struct eddy_http_client {
-    struct eddy_loop *loop;
-    struct resolver rs;
-    struct eddy_http_client_options o;
-    struct origin *origins;
-    struct eddy_http_fetch *active;
-    unsigned nfetches, nconns, nidle, nqueued, nresolving, norigins;
-    struct eddy_op idle_timer;
-    struct eddy_op done_post;
-    int closing, done_posted;
-    unsigned in_cb;                   /* inside a fetch callback: no destroy */
-    eddy_http_client_done_cb done;
-    void *done_ud;
-    struct eddy_http_client_stats st;
-};
 
 static void origin_dispatch(struct origin *o);
 static void conn_close(struct conn *c);
@@ -120,15 +41,10 @@ int eddy_http_client_init(struct eddy_http_client **out, struct eddy_loop *loop,
     if (!cli)
         return -ENOMEM;
     memset(cli, 0, sizeof *cli);
-    int rc = pthread_mutex_init(&cli->rs.mu, NULL);
-    if (rc == 0) {
-        rc = pthread_cond_init(&cli->rs.cv, NULL);
-        if (rc != 0)
-            pthread_mutex_destroy(&cli->rs.mu);
-    }
-    if (rc != 0) {
+    int rc = resolver_init(&cli->rs);
+    if (rc < 0) {
         eddy_loop_free(loop, cli);
-        return -rc;
+        return rc;
     }
     cli->loop = loop;
     if (opts)
@@ -188,14 +104,14 @@ int eddy_http_client_close(struct eddy_http_client *cli, eddy_http_client_done_c
     /* Cancelling every fetch empties every origin's queue, which drops
      * each name no resolver thread has picked yet (fetch_abort): done
      * waits only for the names being resolved now. */
-    for (struct eddy_http_fetch *f = cli->active, *n; f; f = n) {
+    for (struct eddy_http_fetch *f = cli->active.head, *n; f; f = n) {
         n = f->p_.anext;
         eddy_http_fetch_cancel(cli, f);
     }
-    for (struct origin *o = cli->origins, *on; o; o = on) {
+    for (struct origin *o = cli->origins.head, *on; o; o = on) {
         on = o->next; /* closing cannot free o: the closes are still in flight */
-        while (o->idle_head)
-            conn_close(o->idle_head);
+        while (o->idle.head)
+            conn_close(o->idle.head);
     }
     if (eddy_op_active(&cli->idle_timer))
         eddy_cancel(cli->loop, &cli->idle_timer);
@@ -208,31 +124,20 @@ int eddy_http_client_destroy(struct eddy_http_client *cli)
     if (cli->nfetches || cli->nconns || cli->nresolving || cli->in_cb ||
         eddy_op_active(&cli->idle_timer) || eddy_op_active(&cli->done_post))
         return -EBUSY;
-    /* Every resolution has been posted back: the threads are idle, or about
-     * to be.  Joining them cannot wait for a name. */
-    pthread_mutex_lock(&cli->rs.mu);
-    cli->rs.stop = 1;
-    pthread_cond_broadcast(&cli->rs.cv);
-    pthread_mutex_unlock(&cli->rs.mu);
-    for (unsigned i = 0; i < cli->rs.nthreads; i++)
-        pthread_join(cli->rs.th[i], NULL);
-    pthread_cond_destroy(&cli->rs.cv);
-    pthread_mutex_destroy(&cli->rs.mu);
+    resolver_destroy(&cli->rs);
     eddy_loop_detach(cli->loop);
-    while (cli->origins) {
-        struct origin *o = cli->origins;
-        cli->origins = o->next;
+    struct origin *o;
+    while ((o = origin_list_pop(&cli->origins)))
         eddy_loop_free(cli->loop, o);
-    }
     eddy_loop_free(cli->loop, cli);
     return 0;
 }
 
 /* ---- origins ------------------------------------------------------------ */
 
-static struct origin *origin_get(struct eddy_http_client *cli, const struct eddy_url *u)
+static struct origin *origin_get(struct eddy_http_client *cli, const struct url *u)
 {
-    for (struct origin *o = cli->origins; o; o = o->next)
+    for (struct origin *o = cli->origins.head; o; o = o->next)
         if (o->port == u->port && !strcasecmp(o->host, u->host))
             return o;
     struct origin *o = eddy_loop_alloc(cli->loop, sizeof *o);
@@ -248,10 +153,7 @@ static struct origin *origin_get(struct eddy_http_client *cli, const struct eddy
         o->naddrs = 1;
         o->resolve = RS_OK;
     }
-    o->next = cli->origins;
-    if (o->next)
-        o->next->prev = o;
-    cli->origins = o;
+    origin_list_push(&cli->origins, o);
     cli->norigins++;
     return o;
 }
@@ -259,209 +161,48 @@ static struct origin *origin_get(struct eddy_http_client *cli, const struct eddy
 /* Frees o when nothing uses it; o must not be used after. */
 static void origin_maybe_free(struct origin *o)
 {
-    if (o->nconns || o->qhead || o->resolve == RS_BUSY)
+    if (o->nconns || !fetch_queue_empty(&o->q) || o->resolve == RS_BUSY)
         return;
     struct eddy_http_client *cli = o->cli;
-    if (o->prev)
-        o->prev->next = o->next;
-    else
-        cli->origins = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
+    origin_list_remove(&cli->origins, o);
     cli->norigins--;
     eddy_loop_free(cli->loop, o);
 }
 
-static void queue_push(struct origin *o, struct eddy_http_fetch *f, int front)
+/* Queues f on o: at the tail, or (a retry) at the head.  list.h pushes at
+ * the tail only, so the head is made by moving the rest behind f: O(queue),
+ * on the rare retry path alone. */
+static void queue_push(struct origin *o, struct eddy_http_fetch *f, bool front)
 {
     f->p_.origin = o;
     f->p_.state = F_QUEUED;
-    f->p_.prev = f->p_.next = NULL;
     if (front) {
-        f->p_.next = o->qhead;
-        if (o->qhead)
-            o->qhead->p_.prev = f;
-        else
-            o->qtail = f;
-        o->qhead = f;
+        struct fetch_queue behind = o->q;
+        struct eddy_http_fetch *x;
+        o->q.head = o->q.tail = NULL;
+        fetch_queue_push(&o->q, f);
+        while ((x = fetch_queue_pop(&behind)))
+            fetch_queue_push(&o->q, x);
     } else {
-        f->p_.prev = o->qtail;
-        if (o->qtail)
-            o->qtail->p_.next = f;
-        else
-            o->qhead = f;
-        o->qtail = f;
+        fetch_queue_push(&o->q, f);
     }
     o->cli->nqueued++;
 }
 
 static void queue_remove(struct origin *o, struct eddy_http_fetch *f)
 {
-    if (f->p_.prev)
-        f->p_.prev->p_.next = f->p_.next;
-    else
-        o->qhead = f->p_.next;
-    if (f->p_.next)
-        f->p_.next->p_.prev = f->p_.prev;
-    else
-        o->qtail = f->p_.prev;
-    f->p_.next = f->p_.prev = NULL;
+    fetch_queue_remove(&o->q, f);
     o->cli->nqueued--;
 }
 
-/* Runs on a resolver thread: touches only o->host, o->port and o->addrs,
- * which the loop thread leaves alone while the resolution is busy. */
-static int resolve(struct origin *o)
-{
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(o->host, NULL, &hints, &res);
-    if (rc != 0)
-        return gai_to_errno(rc);
-    int n = 0;
-    for (struct addrinfo *ai = res; ai && n < MAX_ADDRS; ai = ai->ai_next) {
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-            continue;
-        memcpy(&o->addrs[n], ai->ai_addr, ai->ai_addrlen);
-        o->addrlens[n] = ai->ai_addrlen;
-        if (ai->ai_family == AF_INET)
-            ((struct sockaddr_in *)&o->addrs[n])->sin_port = htons(o->port);
-        else
-            ((struct sockaddr_in6 *)&o->addrs[n])->sin6_port = htons(o->port);
-        n++;
-    }
-    freeaddrinfo(res);
-    o->naddrs = n;
-    return n ? 0 : -ENOENT;
-}
-
-static void on_resolved(struct eddy_op *op, int res);
-
-static void *resolver_main(void *arg)
-{
-    struct eddy_http_client *cli = arg;
-    struct resolver *rs = &cli->rs;
-    pthread_mutex_lock(&rs->mu);
-    for (;;) {
-        if (!rs->head) {
-            if (rs->stop)
-                break;
-            rs->nidle++;
-            pthread_cond_wait(&rs->cv, &rs->mu);
-            rs->nidle--;
-            continue;
-        }
-        struct origin *o = rs->head;
-        rs->head = o->rnext;
-        if (rs->head)
-            rs->head->rprev = NULL;
-        else
-            rs->tail = NULL;
-        o->rnext = NULL;
-        o->rqueued = 0;
-        rs->nwait--;
-        pthread_mutex_unlock(&rs->mu);
-        o->rres = resolve(o);
-        /* o is the loop's again from here.  The client outlives this: its
-         * destroy waits for every result and then joins us. */
-        eddy_post_threadsafe(cli->loop, &o->resolved, on_resolved);
-        pthread_mutex_lock(&rs->mu);
-    }
-    pthread_mutex_unlock(&rs->mu);
-    return NULL;
-}
-
-/* Queues o for resolution, starting a thread when none is idle and the cap
- * allows.  0, or -errno of pthread_create when no thread exists at all. */
-static int resolve_start(struct origin *o)
+/* resolve.c's result, on the loop thread. */
+void origin_resolved(struct origin *o, int res)
 {
     struct eddy_http_client *cli = o->cli;
-    struct resolver *rs = &cli->rs;
-    int rc = 0;
-    pthread_mutex_lock(&rs->mu);
-    if (rs->nwait >= rs->nidle && rs->nthreads < RESOLVER_THREADS) {
-        /* Every signal blocked in the thread, as in the worker pool: a
-         * process that takes its signals through eddy_signal() (a
-         * signalfd) must not have them delivered to a thread of ours. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        rc = pthread_create(&rs->th[rs->nthreads], NULL, resolver_main, cli);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc == 0)
-            rs->nthreads++;
-        else if (rs->nthreads > 0)
-            rc = 0; /* a running thread gets to it */
-    }
-    if (rc == 0) {
-        o->rnext = NULL;
-        o->rprev = rs->tail;
-        if (rs->tail)
-            rs->tail->rnext = o;
-        else
-            rs->head = o;
-        rs->tail = o;
-        o->rqueued = 1;
-        rs->nwait++;
-        pthread_cond_signal(&rs->cv);
-    }
-    pthread_mutex_unlock(&rs->mu);
-    if (rc != 0)
-        return -rc;
-    cli->nresolving++;
-    eddy_loop_ref(cli->loop); /* the result comes as a post: keep the loop running */
-    return 0;
-}
-
-/* Nobody wants o's name any more: takes its resolution out of the
- * resolver's queue if no thread has picked it yet, and ends it here, so
- * close and destroy wait only for the names a thread is resolving.  A
- * running resolution cannot be stopped; its result comes as usual.  The
- * caller frees o (origin_maybe_free) if it is unused. */
-static void resolve_drop(struct origin *o)
-{
-    struct eddy_http_client *cli = o->cli;
-    struct resolver *rs = &cli->rs;
-    if (o->resolve != RS_BUSY)
-        return;
-    pthread_mutex_lock(&rs->mu);
-    int queued = o->rqueued;
-    if (queued) {
-        if (o->rprev)
-            o->rprev->rnext = o->rnext;
-        else
-            rs->head = o->rnext;
-        if (o->rnext)
-            o->rnext->rprev = o->rprev;
-        else
-            rs->tail = o->rprev;
-        o->rnext = o->rprev = NULL;
-        o->rqueued = 0;
-        rs->nwait--;
-    }
-    pthread_mutex_unlock(&rs->mu);
-    if (!queued)
-        return;
-    cli->nresolving--;
-    eddy_loop_unref(cli->loop);
-    o->resolve = RS_NONE; /* a later fetch queues the name again */
-}
-
-static void on_resolved(struct eddy_op *op, int posted)
-{
-    struct origin *o = eddy_container_of(op, struct origin, resolved);
-    struct eddy_http_client *cli = o->cli;
-    int res = o->rres;
-    (void)posted;
-    cli->nresolving--;
-    cli->st.resolutions++;
-    eddy_loop_unref(cli->loop);
     if (res < 0) {
         o->resolve = RS_NONE; /* a later fetch tries again */
-        while (o->qhead) {
-            struct eddy_http_fetch *f = o->qhead;
+        struct eddy_http_fetch *f;
+        while ((f = o->q.head)) {
             queue_remove(o, f);
             fetch_finish(f, res);
         }
@@ -487,12 +228,11 @@ static int map_err(int err)
     }
 }
 
-static void on_closed(struct eddy_op *op, int res)
+/* Frees c, whose descriptor is closed (or was never made). */
+static void conn_free(struct conn *c)
 {
-    struct conn *c = eddy_container_of(op, struct conn, close_op);
     struct origin *o = c->o;
     struct eddy_http_client *cli = o->cli;
-    (void)res;
     o->nconns--;
     cli->nconns--;
     eddy_loop_free(cli->loop, c);
@@ -501,18 +241,16 @@ static void on_closed(struct eddy_op *op, int res)
     client_maybe_done(cli);
 }
 
+static void on_closed(struct eddy_op *op, int res)
+{
+    (void)res;
+    conn_free(eddy_container_of(op, struct conn, close_op));
+}
+
 static void idle_unlink(struct conn *c)
 {
     struct origin *o = c->o;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        o->idle_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        o->idle_tail = c->prev;
-    c->next = c->prev = NULL;
+    idle_list_remove(&o->idle, c);
     o->cli->nidle--;
     /* Nothing left to expire: the timer must not keep the loop alive. */
     if (o->cli->nidle == 0 && eddy_op_active(&o->cli->idle_timer))
@@ -548,11 +286,12 @@ static void on_idle_timer(struct eddy_op *op, int res)
     int64_t now = eddy_update_time(cli->loop);
     int64_t idle_ns = (int64_t)cli->o.keepalive_idle_ms * 1000000;
     int64_t next = 0;
-    for (struct origin *o = cli->origins; o; o = o->next) {
-        while (o->idle_tail && o->idle_tail->idle_since + idle_ns <= now)
-            conn_close(o->idle_tail);
-        if (o->idle_tail && (!next || o->idle_tail->idle_since + idle_ns < next))
-            next = o->idle_tail->idle_since + idle_ns;
+    for (struct origin *o = cli->origins.head; o; o = o->next) {
+        /* Least recently used first: the expired ones lead the list. */
+        while (o->idle.head && o->idle.head->idle_since + idle_ns <= now)
+            conn_close(o->idle.head);
+        if (o->idle.head && (!next || o->idle.head->idle_since + idle_ns < next))
+            next = o->idle.head->idle_since + idle_ns;
     }
     if (next)
         arm_idle_timer(cli, next);
@@ -568,19 +307,14 @@ static void conn_idle(struct conn *c)
     }
     c->state = C_IDLE;
     c->idle_since = eddy_update_time(cli->loop);
-    c->prev = NULL;
-    c->next = o->idle_head;
-    if (o->idle_head)
-        o->idle_head->prev = c;
-    else
-        o->idle_tail = c;
-    o->idle_head = c;
+    idle_list_push(&o->idle, c); /* the most recently used is the tail */
     cli->nidle++;
     arm_idle_timer(cli, c->idle_since + (int64_t)cli->o.keepalive_idle_ms * 1000000);
 }
 
 /* A pooled connection the server closed (or wrote to unasked) must not be
- * used: one non-blocking peek tells. */
+ * used: one non-blocking peek tells.  A direct call, not an operation: it
+ * never blocks, and its answer decides now which connection the fetch takes. */
 static int conn_alive(struct conn *c)
 {
     char b;
@@ -595,6 +329,13 @@ static void conn_done(struct conn *c, int err)
     c->f = NULL;
     f->p_.conn = NULL;
     fetch_finish(f, err);
+}
+
+/* Ends c's fetch with err, and c with it. */
+static void conn_fail(struct conn *c, int err)
+{
+    conn_done(c, err);
+    conn_close(c);
 }
 
 /* The server closed a reused connection before answering: try once more
@@ -639,14 +380,13 @@ static void on_recv(struct eddy_op *op, int res)
     if (res <= 0) {
         if ((res == 0 || res == -ECONNRESET) && conn_stale_retry(c))
             return;
-        int err = res < 0 ? map_err(res) : eddy_resp_eof(&c->rp);
-        conn_done(c, err == 1 ? 0 : err);
-        conn_close(c);
+        int err = res < 0 ? map_err(res) : resp_eof(&c->rp);
+        conn_fail(c, err == 1 ? 0 : err);
         return;
     }
     c->got += (size_t)res;
     size_t used = 0;
-    int rc = eddy_resp_feed(&c->rp, c->rbuf, (size_t)res, &used);
+    int rc = resp_feed(&c->rp, c->rbuf, (size_t)res, &used);
     if (rc == 0) {
         conn_recv(c);
         return;
@@ -667,8 +407,7 @@ static void conn_recv(struct conn *c)
     c->state = C_RECEIVING;
     int rc = eddy_recv(c->o->cli->loop, &c->op, c->fd, c->rbuf, sizeof c->rbuf, 0, on_recv);
     if (rc < 0) {
-        conn_done(c, rc);
-        conn_close(c);
+        conn_fail(c, rc);
     }
 }
 
@@ -680,8 +419,7 @@ static void on_sent(struct eddy_op *op, int res)
     if (res < 0) {
         if ((res == -EPIPE || res == -ECONNRESET) && conn_stale_retry(c))
             return;
-        conn_done(c, map_err(res));
-        conn_close(c);
+        conn_fail(c, map_err(res));
         return;
     }
     conn_recv(c);
@@ -699,11 +437,10 @@ static void conn_send(struct conn *c)
     memset(&c->msg, 0, sizeof c->msg);
     c->msg.msg_iov = f->p_.iov;
     c->msg.msg_iovlen = f->p_.iov[1].iov_len ? 2 : 1;
-    eddy_resp_begin(&c->rp, &f->resp, c->o->cli->o.max_response_bytes, f->p_.head);
+    resp_begin(&c->rp, &f->resp, c->o->cli->o.max_response_bytes, f->p_.head);
     int rc = eddy_sendmsg(c->o->cli->loop, &c->op, c->fd, &c->msg, 0, on_sent);
     if (rc < 0) {
-        conn_done(c, rc);
-        conn_close(c);
+        conn_fail(c, rc);
     }
 }
 
@@ -727,19 +464,11 @@ static void on_connected(struct eddy_op *op, int res)
                 return;
             res = rc;
             /* fd is -1: free the conn here rather than through a close */
-            struct origin *o = c->o;
-            struct eddy_http_client *cli = o->cli;
             conn_done(c, res);
-            o->nconns--;
-            cli->nconns--;
-            eddy_loop_free(cli->loop, c);
-            origin_dispatch(o);
-            origin_maybe_free(o);
-            client_maybe_done(cli);
+            conn_free(c);
             return;
         }
-        conn_done(c, map_err(res));
-        conn_close(c);
+        conn_fail(c, map_err(res));
         return;
     }
     conn_send(c);
@@ -785,8 +514,8 @@ static void attach(struct conn *c, struct eddy_http_fetch *f)
 static void origin_dispatch(struct origin *o)
 {
     struct eddy_http_client *cli = o->cli;
-    while (o->qhead) {
-        struct eddy_http_fetch *f = o->qhead;
+    struct eddy_http_fetch *f;
+    while ((f = o->q.head)) {
         if (o->resolve != RS_OK) {
             if (o->resolve == RS_NONE) {
                 o->resolve = RS_BUSY;
@@ -801,8 +530,8 @@ static void origin_dispatch(struct origin *o)
             }
             return;
         }
-        if (!f->p_.fresh && o->idle_head) {
-            struct conn *c = o->idle_head;
+        if (!f->p_.fresh && o->idle.tail) {
+            struct conn *c = o->idle.tail; /* the most recently used */
             idle_unlink(c);
             if (!conn_alive(c)) {
                 c->state = C_RECEIVING; /* not idle any more */
@@ -839,9 +568,9 @@ static void origin_dispatch(struct origin *o)
             cli->nconns++;
             continue;
         }
-        if (f->p_.fresh && o->idle_tail) {
+        if (f->p_.fresh && o->idle.head) {
             /* A retry wants a new connection: make room for it. */
-            conn_close(o->idle_tail);
+            conn_close(o->idle.head);
         }
         return;
     }
@@ -854,13 +583,7 @@ static void fetch_deliver(struct eddy_http_fetch *f)
     struct eddy_http_client *cli = f->p_.cli;
     if (eddy_op_active(&f->p_.timer) || f->p_.conn)
         return;
-    if (f->p_.aprev)
-        f->p_.aprev->p_.anext = f->p_.anext;
-    else
-        cli->active = f->p_.anext;
-    if (f->p_.anext)
-        f->p_.anext->p_.aprev = f->p_.aprev;
-    f->p_.anext = f->p_.aprev = NULL;
+    fetch_list_remove(&cli->active, f);
     cli->nfetches--;
     eddy_loop_free(cli->loop, f->p_.req);
     f->p_.req = NULL;
@@ -894,7 +617,7 @@ static void fetch_abort(struct eddy_http_fetch *f, int err)
          * runs f's callback at once, and a fetch it starts may free o. */
         struct origin *o = f->p_.origin;
         queue_remove(o, f);
-        if (!o->qhead)
+        if (fetch_queue_empty(&o->q))
             resolve_drop(o);
         origin_maybe_free(o);
         fetch_finish(f, err);
@@ -919,9 +642,10 @@ static void fetch_abort(struct eddy_http_fetch *f, int err)
 static void on_timer(struct eddy_op *op, int res)
 {
     struct eddy_http_fetch *f = eddy_container_of(op, struct eddy_http_fetch, p_.timer);
-    if (f->p_.state != F_FINISHING && res == 0) {
-        /* Delivers, or has the connection's callback deliver; f may be
-         * gone (freed by its callback) after this. */
+    if (f->p_.state != F_FINISHING && res != -ECANCELED) {
+        /* Fired (or ended by an error, which would leave f without a
+         * deadline: a timeout too).  Delivers, or has the connection's
+         * callback deliver; f may be gone (freed by its callback) after this. */
         fetch_abort(f, -ETIMEDOUT);
         return;
     }
@@ -937,21 +661,21 @@ int eddy_http_fetch_start(struct eddy_http_client *cli, struct eddy_http_fetch *
         return -EBUSY;
     if (!cb)
         return -EINVAL;
-    struct eddy_url u;
-    int rc = eddy_url_parse(f->url, &u);
+    struct url u;
+    int rc = url_parse(f->url, &u);
     if (rc < 0)
         return rc;
     if (f->body_len && !f->body)
         return -EINVAL;
     const char *m = f->method ? f->method : "GET";
-    struct eddy_req_spec s = {
+    struct request_spec s = {
         .method = m, .url = &u, .headers = f->headers, .nheaders = f->nheaders,
         .args = f->args, .nargs = f->nargs, .raw_body_len = f->body ? f->body_len : 0,
         .content_type = f->content_type,
     };
     char *req;
     size_t len;
-    rc = eddy_req_build(cli->loop, &s, &req, &len);
+    rc = request_build(cli->loop, &s, &req, &len);
     if (rc < 0)
         return rc;
     struct origin *o = origin_get(cli, &u);
@@ -977,14 +701,11 @@ int eddy_http_fetch_start(struct eddy_http_client *cli, struct eddy_http_fetch *
     f->p_.req_len = len;
     f->p_.err = 0;
     f->p_.conn = NULL;
-    f->p_.idempotent = eddy_method_idempotent(m);
+    f->p_.idempotent = method_idempotent(m);
     f->p_.head = !strcmp(m, "HEAD");
     f->p_.fresh = 0;
-    f->p_.aprev = NULL;
-    f->p_.anext = cli->active;
-    if (cli->active)
-        cli->active->p_.aprev = f;
-    cli->active = f;
+    f->p_.next = f->p_.prev = f->p_.anext = f->p_.aprev = NULL; /* off every list while idle */
+    fetch_list_push(&cli->active, f);
     cli->nfetches++;
     cli->st.fetches++;
     queue_push(o, f, 0);
@@ -1046,18 +767,13 @@ static void await_cancel(struct eddy_fiber_waiter *w)
 
 int eddy_http_fetch_await(struct eddy_http_client *cli, struct eddy_http_fetch *f)
 {
-    struct eddy_fiber *self = eddy_fiber_self();
-    if (!self)
-        return -EPERM;
-    if (eddy_fiber_loop(self) != cli->loop)
-        return -EINVAL;
-    int rc = eddy_fiber_cancelled() ? -ECANCELED : eddy_http_fetch_start(cli, f, await_done);
+    int rc = eddy_fiber_check(); /* -EPERM, -ECANCELED, -ETIME: start nothing */
+    if (rc < 0)
+        return rc;
+    rc = eddy_fiber_loop(eddy_fiber_self()) != cli->loop ? -EINVAL
+                                                         : eddy_http_fetch_start(cli, f, await_done);
     if (rc < 0) {
-        /* Nothing to wait for; but a deadline set for this call
-         * (eddy_fiber_timeout) is used up, as by the runtime's own
-         * awaiting calls: a sleep until a time past does that, and is at
-         * most one yield. */
-        (void)eddy_fiber_sleep_until(0);
+        eddy_fiber_timeout_clear(); /* this call's deadline is used up */
         return rc;
     }
     struct fetch_wait fw;

@@ -37,30 +37,14 @@
 
 static void tl_remove(struct eddy_http_server *srv, struct conn *c)
 {
-    struct tlistq *q = &srv->tl[c->tl];
-    if (c->tprev)
-        c->tprev->tnext = c->tnext;
-    else
-        q->head = c->tnext;
-    if (c->tnext)
-        c->tnext->tprev = c->tprev;
-    else
-        q->tail = c->tprev;
-    c->tnext = c->tprev = NULL;
+    conn_list_remove(&srv->tl[c->tl], c);
 }
 
 static void tl_append(struct eddy_http_server *srv, struct conn *c, unsigned tl)
 {
-    struct tlistq *q = &srv->tl[tl];
     c->tl = (uint8_t)tl;
     c->since = eddy_now_ns(srv->loop);
-    c->tnext = NULL;
-    c->tprev = q->tail;
-    if (q->tail)
-        q->tail->tnext = c;
-    else
-        q->head = c;
-    q->tail = c;
+    conn_list_push(&srv->tl[tl], c);
 }
 
 /* The timeout list an open connection belongs on, from its session. */
@@ -110,7 +94,7 @@ void sess_flush(struct sess *s)
     unsigned n = 0;
     size_t total = 0;
     struct eddy_http_req *last = NULL;
-    for (struct eddy_http_req *r = s->head; r && n < MAX_IOV; r = r->next) {
+    for (struct eddy_http_req *r = s->q.head; r && n < MAX_IOV; r = r->next) {
         if (!(r->flags & R_ANSWERED))
             break;
         uint32_t from = r->osent ? r->osent : r->ostart;
@@ -198,7 +182,7 @@ static void send_done(struct eddy_op *op, int res)
     }
     bool close_after = false, clean = false;
     for (;;) {
-        struct eddy_http_req *r = s->head;
+        struct eddy_http_req *r = s->q.head;
         if (!r)
             break;
         r->osent = r->oinfl;
@@ -212,9 +196,7 @@ static void send_done(struct eddy_op *op, int res)
                 close_after = true;
                 clean = (r->flags & R_COMPLETE) != 0;
             }
-            s->head = r->next;
-            if (!s->head)
-                s->tail = NULL;
+            req_queue_pop(&s->q);
             s->nreq--;
             req_put(r);
         }
@@ -228,7 +210,7 @@ static void send_done(struct eddy_op *op, int res)
          * with nothing after it, or a client already at EOF, leaves none to
          * come: close at once, as nginx does, without the shutdown and the
          * wait for the client's FIN. */
-        if (clean && (c->state == CONN_EOF || (!s->head && !s->cur && !s->in_msg &&
+        if (clean && (c->state == CONN_EOF || (!s->q.head && !s->cur && !s->in_msg &&
                                              !s->pend_len && !s->dropped && !s->mwait)))
             conn_close(c);
         else
@@ -249,29 +231,12 @@ static void send_done(struct eddy_op *op, int res)
 
 static struct sess *sess_get(struct eddy_http_server *srv, struct conn *c)
 {
-    struct sess *s = srv->sfree;
-    if (!s) {
-        if (!chunk_carve(srv, sizeof *s, 16, offsetof(struct sess, nextfree),
-                         &srv->sfree))
-            return NULL;
-        s = srv->sfree;
-    }
-    srv->sfree = s->nextfree;
-    wire_init(s, srv);
+    struct sess *s = pool_take(srv, &srv->sfree, sizeof *s, 16, offsetof(struct sess, nextfree));
+    if (!s)
+        return NULL;
+    memset(s, 0, offsetof(struct sess, pend)); /* the per-use part (internal.h) */
+    wire_init(s);
     s->c = c;
-    s->head = s->tail = s->cur = NULL;
-    s->nreq = 0;
-    s->in_msg = s->in_body = s->paused = s->stop = 0;
-    s->batching = 0;
-    s->dropped = 0;
-    s->continue_due = 0;
-    s->err = 0;
-    s->mwait = s->mlen = 0;
-    s->prev_last = 0;
-    s->fold_scan = s->fold_nl = 0;
-    s->colon = NULL;
-    s->pend_len = 0;
-    s->sent_upto = NULL;
     c->s = s;
     return s;
 }
@@ -281,11 +246,7 @@ static void sess_put(struct conn *c)
     struct sess *s = c->s;
     struct eddy_http_server *srv = c->srv;
     assert(!eddy_op_active(&s->sop));
-    if (s->pend_cap > PEND_STOP) {
-        xfree(srv, s->pend);
-        s->pend = NULL;
-        s->pend_cap = 0;
-    }
+    buf_trim(srv, &s->pend, &s->pend_cap, PEND_STOP);
     s->nextfree = srv->sfree;
     srv->sfree = s;
     c->s = NULL;
@@ -338,7 +299,7 @@ void conn_close(struct conn *c)
             eddy_cancel(c->srv->loop, &s->sop);
         if (s) {
             struct eddy_http_req *r;
-            for (r = s->head; r; r = r->next) {
+            for (r = s->q.head; r; r = r->next) {
                 if ((r->flags & R_DISPATCHED) && !(r->flags & R_DONE)) {
                     r->flags |= R_ABORTED;
                     c->held++;
@@ -346,7 +307,7 @@ void conn_close(struct conn *c)
             }
             /* An abort callback may answer at once; the list does not
              * change under us (answers to aborted requests only count). */
-            for (r = s->head; r; r = r->next)
+            for (r = s->q.head; r; r = r->next)
                 if ((r->flags & R_ABORTED) && !(r->flags & R_DONE) && r->abort_cb)
                     r->abort_cb(r, r->abort_ud);
         }
@@ -358,13 +319,9 @@ void conn_close(struct conn *c)
         return;
     c->state = CONN_CLOSED;
     if (s) {
-        struct eddy_http_req *r = s->head;
-        while (r) {
-            struct eddy_http_req *next = r->next;
+        struct eddy_http_req *r;
+        while ((r = req_queue_pop(&s->q)))
             req_put(r);
-            r = next;
-        }
-        s->head = s->tail = NULL;
         s->nreq = 0;
         if (s->cur) {
             req_put(s->cur);
@@ -397,12 +354,7 @@ void conn_error(struct conn *c, int status)
         return;
     }
     r->flags |= R_CLOSE | R_DISPATCHED;
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    s->nreq++;
+    sess_queue(s, r);
     const char *reason = eddy_http_reason(status);
     char body[64];
     int n = snprintf(body, sizeof body, "%d %s\n", status, reason);
@@ -533,9 +485,9 @@ static bool eof_settle(struct conn *c)
     s->in_msg = s->in_body = 0;
     s->stop = 1;
     s->pend_len = 0;
-    if (!s->tail)
+    if (!s->q.tail)
         return false;
-    s->tail->flags |= R_CLOSE;
+    s->q.tail->flags |= R_CLOSE;
     conn_retime(c, false);
     return true;
 }
@@ -562,7 +514,7 @@ static bool eof_keep_answers(struct conn *c)
         return true;
     }
     struct eddy_http_req *last = NULL;
-    for (struct eddy_http_req *r = s->head; r && (r->flags & R_ANSWERED); r = r->next)
+    for (struct eddy_http_req *r = s->q.head; r && (r->flags & R_ANSWERED); r = r->next)
         last = r;
     if (!last)
         return false;
@@ -583,8 +535,8 @@ static bool eof_keep_answers(struct conn *c)
 static bool conn_read_done(const struct conn *c)
 {
     const struct sess *s = c->s;
-    return s && s->head && s->head == s->tail && (s->head->flags & R_CLOSE) &&
-           (s->head->flags & R_DONE) && !s->cur && !s->in_msg && !s->pend_len &&
+    return s && s->q.head && s->q.head == s->q.tail && (s->q.head->flags & R_CLOSE) &&
+           (s->q.head->flags & R_DONE) && !s->cur && !s->in_msg && !s->pend_len &&
            !s->dropped;
 }
 
@@ -667,15 +619,9 @@ static void recv_cb(struct eddy_op *op, int res)
 
 static struct conn *conn_get(struct eddy_http_server *srv)
 {
-    struct conn *c = srv->cfree;
-    if (!c) {
-        if (!chunk_carve(srv, sizeof *c, 64, offsetof(struct conn, tnext),
-                         &srv->cfree))
-            return NULL;
-        c = srv->cfree;
-    }
-    srv->cfree = c->tnext;
-    memset(c, 0, sizeof *c);
+    struct conn *c = pool_take(srv, &srv->cfree, sizeof *c, 64, offsetof(struct conn, tnext));
+    if (c)
+        memset(c, 0, sizeof *c);
     return c;
 }
 
@@ -732,6 +678,11 @@ void sweep_cb(struct eddy_op *op, int res)
 {
     struct eddy_http_server *srv = eddy_container_of(op, struct eddy_http_server, top);
     if (!(op->flags & EDDY_OP_MORE)) {
+        /* Not check_done's cancel but an error: every timeout (and the
+         * drain) depends on this timer, so it starts again. */
+        if (res != -ECANCELED &&
+            eddy_timer_repeat(srv->loop, op, srv->o.sweep_ms, sweep_cb) == 0)
+            return;
         srv->timer_dead = true;
         check_done(srv);
         return;
@@ -739,10 +690,10 @@ void sweep_cb(struct eddy_op *op, int res)
     date_refresh(srv);
     int64_t now = eddy_now_ns(srv->loop);
     for (unsigned t = TL_HEAD; t < TL_COUNT; t++) {
-        struct tlistq *q = &srv->tl[t];
+        struct conn_list *q = &srv->tl[t];
         /* Bounded per list: an expired entry always leaves the list (or
          * moves to TL_NONE), so this terminates. */
-        while (q->head && q->head->since + q->timeout_ns <= now)
+        while (q->head && q->head->since + srv->tl_ns[t] <= now)
             expire(q->head);
     }
     if (srv->shutting && now >= srv->drain_deadline) {

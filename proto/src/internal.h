@@ -9,10 +9,13 @@
  *   wire.c     the wire parser: llhttp's settings and callbacks, the RFC
  *              9112 checks, the method verdicts.  No I/O: what it needs
  *              sent (100-continue) it asks conn.c for (s->continue_due).
- *   request.c  requests and answers: the pools (requests, and the chunks
- *              connections and sessions are carved from too), the growth
- *              helper, the head arena, answer heads, respond/stream,
- *              set_header, accessors, query decoding.
+ *   request.c  requests and answers: the free-list pools every connection,
+ *              session and request comes from (pool_take), buffer growth
+ *              (grow, buf_trim), the head arena, answer heads,
+ *              respond/stream, set_header, accessors, query decoding.
+ *
+ * Shared with the client too: common.h (the RFC 9110 token and field-value
+ * rules, grow_cap); the intrusive lists are runtime/src/list.h's.
  *
  * Calls between them: conn.c feeds wire.c and calls server.c to dispatch
  * (and to say a connection is gone, check_done); answers (request.c) call
@@ -31,6 +34,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "../../runtime/src/list.h" /* the repository's intrusive list (internal, not installed) */
+#include "common.h"
 #include "eddy/http.h"
 #include "llhttp.h"
 
@@ -103,7 +108,7 @@ enum {
 struct conn {
     struct eddy_op rop; /* recv_multi; after it ended, the close */
     struct eddy_http_server *srv;
-    struct conn *tnext, *tprev; /* timeout list (or the free list) */
+    struct conn *tnext, *tprev; /* timeout list (tnext: or the free list) */
     struct sess *s;
     int64_t since;      /* ns: entry into the current list, or last activity */
     int fd;
@@ -112,6 +117,9 @@ struct conn {
     uint8_t flags;      /* C_SERVED, C_READSTOP */
     uint16_t held;      /* aborted requests handlers still hold */
 };
+
+/* A timeout list (srv->tl[]), in deadline order (see conn.c). */
+LIST_DEFINE(conn_list, struct conn, tnext, tprev)
 
 /* Closing (or closed): cancelled, nothing more is read, sent or handled. */
 static inline bool conn_closing(const struct conn *c)
@@ -150,32 +158,42 @@ struct route {
 };
 
 struct eddy_http_req {
+    /* Per request: req_get zeroes everything before h. */
     struct conn *c;
     struct eddy_http_server *srv;
-    struct eddy_http_req *next;
-    char *arena;
-    uint32_t alen, acap;
+    struct eddy_http_req *next, *prev; /* the session's queue (next: or the free list) */
+    uint32_t alen;        /* bytes used in arena */
     uint32_t url, urllen; /* path at url (NUL at '?'), query after it */
     uint32_t query;
     uint32_t args, argslen; /* decoded "name\0value\0" pairs */
-    struct hdr *h;
     unsigned nh;
     uint8_t last;         /* 1: field span, 2: value span (for joining split spans) */
     uint8_t method, vmaj, vmin;
     uint32_t flags;
-    char *body;
-    size_t blen, bcap;
-    char *out, *oold;
-    uint32_t ostart, olen, ocap, osent, oinfl;
+    size_t blen;
+    char *oold;           /* the out buffer a send in flight still reads */
+    uint32_t ostart, olen, osent, oinfl;
     int status;
     eddy_http_abort_cb abort_cb;
     void *abort_ud;
+    /* Kept while pooled: the header table and the buffers, with their sizes. */
+    struct hdr *h;
+    char *arena;
+    uint32_t acap;
+    char *body;
+    size_t bcap;
+    char *out;
+    size_t ocap;
 };
+
+/* A session's requests, parsed and not yet sent, in request order. */
+LIST_DEFINE(req_queue, struct eddy_http_req, next, prev)
 
 struct sess {
     llhttp_t p;
     struct conn *c;
-    struct eddy_http_req *head, *tail, *cur;
+    struct req_queue q;
+    struct eddy_http_req *cur; /* the request being parsed */
     unsigned nreq;       /* queued (parsed, not yet sent) */
     /* The reading side: in_msg, a request is being parsed (in_body: past
      * its head); paused, max_pipeline is reached and bytes are stashed in
@@ -196,18 +214,15 @@ struct sess {
     uint8_t fold_scan;   /* between a header's colon and its first value byte */
     uint8_t fold_nl;     /* ... and a line end was seen there (obs-fold) */
     const char *colon;   /* the end of the last field-name, in the current buffer */
+    size_t pend_len;     /* bytes in pend */
+    struct eddy_http_req *sent_upto; /* the last request in the send in flight */
+    /* Kept while pooled: sess_get zeroes everything before pend. */
     char *pend;          /* bytes received while paused */
-    size_t pend_len, pend_cap;
+    size_t pend_cap;
     struct eddy_op sop;
     struct msghdr msg;
     struct iovec iov[MAX_IOV];
-    struct eddy_http_req *sent_upto; /* the last request in the send in flight */
     struct sess *nextfree;
-};
-
-struct tlistq {
-    struct conn *head, *tail;
-    int64_t timeout_ns;
 };
 
 struct chunk {
@@ -217,14 +232,14 @@ struct chunk {
 struct eddy_http_server {
     struct eddy_loop *loop;
     struct eddy_http_options o;
-    llhttp_settings_t settings;
     struct route *routes;
     unsigned nroutes;
     int lfd;
     bool listening, shutting, accept_dead, timer_dead, done_called;
     struct eddy_op aop, top;
     struct eddy_bufpool *pool;
-    struct tlistq tl[TL_COUNT];
+    struct conn_list tl[TL_COUNT];  /* every open connection is on one */
+    int64_t tl_ns[TL_COUNT];         /* each list's timeout */
     struct conn *cfree;
     struct sess *sfree;
     struct eddy_http_req *rfree;
@@ -243,6 +258,13 @@ struct eddy_http_server {
 
 /* ---- small helpers (every file) ---------------------------------------- */
 
+/* Queues a parsed request (or the server's own error answer) on s. */
+static inline void sess_queue(struct sess *s, struct eddy_http_req *r)
+{
+    req_queue_push(&s->q, r);
+    s->nreq++;
+}
+
 static inline void *xalloc(struct eddy_http_server *srv, size_t n)
 {
     return eddy_loop_alloc(srv->loop, n);
@@ -252,13 +274,6 @@ static inline void xfree(struct eddy_http_server *srv, void *p)
 {
     if (p)
         eddy_loop_free(srv->loop, p);
-}
-
-/* RFC 9110 5.6.2: a character of a token (field-name, method). */
-static inline bool is_tchar(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
 /* ---- server.c ----------------------------------------------------------- */
@@ -277,15 +292,15 @@ void sweep_cb(struct eddy_op *op, int res);
 
 /* ---- wire.c ------------------------------------------------------------- */
 
-void wire_settings(llhttp_settings_t *settings);
-void wire_init(struct sess *s, struct eddy_http_server *srv);
+void wire_init(struct sess *s);
 int wire_parse(struct sess *s, const char *data, size_t len, size_t *used);
 int method_verdict(struct sess *s, const char *p, size_t n);
 
 /* ---- request.c ---------------------------------------------------------- */
 
-char *chunk_carve(struct eddy_http_server *srv, size_t one, unsigned n, size_t link_off,
-                  void *head);
+void *pool_take(struct eddy_http_server *srv, void *head, size_t one, unsigned n,
+                size_t link_off);
+void buf_trim(struct eddy_http_server *srv, char **buf, size_t *cap, size_t keep);
 
 struct eddy_http_req *req_get(struct eddy_http_server *srv, struct conn *c);
 void req_put(struct eddy_http_req *r);
@@ -294,7 +309,6 @@ bool arena_reserve(struct eddy_http_req *r, size_t n);
 void req_close_after(struct eddy_http_req *r);
 void answer_or_drop(struct eddy_http_req *r, int status, const char *body, size_t len);
 void date_refresh(struct eddy_http_server *srv);
-size_t grow_cap(size_t cap, size_t need, size_t init);
 bool grow(struct eddy_loop *loop, char **buf, size_t *cap, size_t need, size_t init);
 
 #endif /* EDDY_PROTO_INTERNAL_H */

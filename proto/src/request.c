@@ -16,28 +16,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-static bool is_token(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
-            return false;
-    return true;
-}
-
-/* RFC 9110 5.5: a field value is visible characters, obs-text, SP and HTAB;
- * no other control character (CR, LF, NUL ... would end or split the line). */
-static bool is_field_value(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-    }
-    return true;
-}
-
 const char *eddy_http_reason(int status)
 {
     switch (status) {
@@ -91,17 +69,6 @@ void date_refresh(struct eddy_http_server *srv)
 
 /* ---- buffers ----------------------------------------------------------- */
 
-/* The capacity for need bytes: cap (init when 0) doubled until it holds
- * them, so a run of appends costs O(1) each. */
-size_t grow_cap(size_t cap, size_t need, size_t init)
-{
-    if (!cap)
-        cap = init;
-    while (cap < need)
-        cap *= 2;
-    return cap;
-}
-
 /* Makes *buf (of *cap bytes) hold need bytes; false, with nothing changed,
  * when the allocator fails.  Every growing buffer of the server grows here:
  * the head arena, the body, the stash of a paused connection (the answer
@@ -135,11 +102,11 @@ static void *chunk_alloc(struct eddy_http_server *srv, size_t n)
 
 /*
  * Refills a free list: one chunk of n zeroed elements of size one, pushed
- * on the list whose head pointer is at head, through the pointer at link_off in each, so the first element
- * ends on top.  Connections, sessions and requests all grow this way.
+ * on the list whose head pointer is at head, through the pointer at
+ * link_off in each, so the first element ends on top.
  */
-char *chunk_carve(struct eddy_http_server *srv, size_t one, unsigned n,
-                         size_t link_off, void *head)
+static char *chunk_carve(struct eddy_http_server *srv, size_t one, unsigned n, size_t link_off,
+                         void *head)
 {
     char *blk = chunk_alloc(srv, n * one);
     if (!blk)
@@ -156,45 +123,55 @@ char *chunk_carve(struct eddy_http_server *srv, size_t one, unsigned n,
     return blk;
 }
 
+/*
+ * Takes an element from the free list whose head pointer is at head
+ * (linked through the pointer at link_off in each), refilled with a chunk
+ * of n when empty; NULL without memory.  Connections, sessions and
+ * requests all come from here.
+ */
+void *pool_take(struct eddy_http_server *srv, void *head, size_t one, unsigned n,
+                size_t link_off)
+{
+    char *top;
+    memcpy(&top, head, sizeof top);
+    if (!top) {
+        if (!chunk_carve(srv, one, n, link_off, head))
+            return NULL;
+        memcpy(&top, head, sizeof top);
+    }
+    void *next;
+    memcpy(&next, top + link_off, sizeof next);
+    memcpy(head, &next, sizeof next);
+    return top;
+}
+
+/* Gives back a buffer grown beyond keep bytes (it grows again if needed):
+ * a recycled request or session keeps only ordinary sizes. */
+void buf_trim(struct eddy_http_server *srv, char **buf, size_t *cap, size_t keep)
+{
+    if (*cap <= keep)
+        return;
+    xfree(srv, *buf);
+    *buf = NULL;
+    *cap = 0;
+}
+
 /* ---- requests ---------------------------------------------------------- */
 
 struct eddy_http_req *req_get(struct eddy_http_server *srv, struct conn *c)
 {
-    struct eddy_http_req *r = srv->rfree;
-    if (!r) {
-        size_t one = sizeof(struct eddy_http_req) + srv->o.max_headers * sizeof(struct hdr);
-        char *blk = chunk_carve(srv, one, 16, offsetof(struct eddy_http_req, next),
-                                &srv->rfree);
-        if (!blk)
-            return NULL;
-        for (unsigned i = 0; i < 16; i++) {
-            struct eddy_http_req *x = (struct eddy_http_req *)(void *)(blk + (size_t)i * one);
-            x->h = (struct hdr *)(void *)(x + 1);
-            x->flags = R_FREE;
-        }
-        r = srv->rfree;
-    }
-    srv->rfree = r->next;
-    r->next = NULL;
+    size_t one = sizeof(struct eddy_http_req) + srv->o.max_headers * sizeof(struct hdr);
+    struct eddy_http_req *r = pool_take(srv, &srv->rfree, one, 16,
+                                        offsetof(struct eddy_http_req, next));
+    if (!r)
+        return NULL;
+    memset(r, 0, offsetof(struct eddy_http_req, h)); /* the per-request part (internal.h) */
+    r->h = (struct hdr *)(void *)(r + 1); /* the header table follows the struct */
     r->c = c;
     r->srv = srv;
-    r->alen = 0;
-    r->url = r->urllen = r->query = 0;
-    r->args = r->argslen = 0;
-    r->nh = 0;
-    r->last = 0;
-    r->method = 0;
     r->vmaj = 1;
     r->vmin = 1;
-    r->flags = 0;
-    r->blen = 0;
-    r->ostart = 0;
-    r->olen = HEAD_RESERVE;
-    r->osent = r->oinfl = 0;
-    r->oold = NULL;
-    r->status = 0;
-    r->abort_cb = NULL;
-    r->abort_ud = NULL;
+    r->olen = HEAD_RESERVE; /* room for the head in front of the headers */
     return r;
 }
 
@@ -202,16 +179,8 @@ void req_put(struct eddy_http_req *r)
 {
     struct eddy_http_server *srv = r->srv;
     assert(!(r->flags & R_FREE));
-    if (r->ocap > OUT_KEEP) {
-        xfree(srv, r->out);
-        r->out = NULL;
-        r->ocap = 0;
-    }
-    if (r->bcap > OUT_KEEP) {
-        xfree(srv, r->body);
-        r->body = NULL;
-        r->bcap = 0;
-    }
+    buf_trim(srv, &r->out, &r->ocap, OUT_KEEP);
+    buf_trim(srv, &r->body, &r->bcap, OUT_KEEP);
     xfree(srv, r->oold);
     r->oold = NULL;
     r->flags = R_FREE;
@@ -268,7 +237,7 @@ static bool out_reserve(struct eddy_http_req *r, size_t n)
             return false;
         r->out = nb;
     }
-    r->ocap = (uint32_t)cap;
+    r->ocap = cap;
     return true;
 }
 
@@ -387,11 +356,28 @@ void req_close_after(struct eddy_http_req *r)
     s->pend_len = 0;
 }
 
+/* Ends the handler's headers with Content-Type (when ctype) and the blank
+ * line, with room for more bytes of body after them; false without memory
+ * (nothing written). */
+static bool put_ctype(struct eddy_http_req *r, const char *ctype, size_t more)
+{
+    size_t ctl = ctype ? strlen(ctype) : 0;
+    if (!out_reserve(r, ctl + 18 + more))
+        return false;
+    if (ctype) {
+        out_put(r, "Content-Type: ", 14);
+        out_put(r, ctype, ctl);
+        out_put(r, "\r\n", 2);
+    }
+    out_put(r, "\r\n", 2);
+    return true;
+}
+
 int eddy_http_set_header(struct eddy_http_req *r, const char *name, const char *value)
 {
     if (r->flags & (R_ANSWERED | R_FREE))
         return -EALREADY;
-    if (!name || !value || !is_token(name) || !is_field_value(value))
+    if (!is_token(name) || !is_field_value(value))
         return -EINVAL;
     /* The framing is the server's: its Content-Length or chunked coding
      * must be the only one, and it alone knows whether the connection
@@ -428,15 +414,8 @@ int eddy_http_respond(struct eddy_http_req *r, int status, const char *ctype,
         return 0;
     }
     bool nobody = (r->flags & R_HEADREQ) || status == 204 || status == 304;
-    size_t ctl = ctype ? strlen(ctype) : 0;
-    if (!out_reserve(r, ctl + 18 + (nobody ? 0 : len)))
+    if (!put_ctype(r, ctype, nobody ? 0 : len))
         return -ENOMEM;
-    if (ctype) {
-        out_put(r, "Content-Type: ", 14);
-        out_put(r, ctype, ctl);
-        out_put(r, "\r\n", 2);
-    }
-    out_put(r, "\r\n", 2);
     if (!nobody && len)
         out_put(r, body, len);
     put_head(r, status, (status == 204 || status == 304) ? -1 : (long long)len);
@@ -456,15 +435,8 @@ int eddy_http_stream_begin(struct eddy_http_req *r, int status, const char *ctyp
         r->flags |= R_ANSWERED | R_STREAM;
         return 0;
     }
-    size_t ctl = ctype ? strlen(ctype) : 0;
-    if (!out_reserve(r, ctl + 18))
+    if (!put_ctype(r, ctype, 0))
         return -ENOMEM;
-    if (ctype) {
-        out_put(r, "Content-Type: ", 14);
-        out_put(r, ctype, ctl);
-        out_put(r, "\r\n", 2);
-    }
-    out_put(r, "\r\n", 2);
     /* 204 and 304 have no content (RFC 9110 6.4.1), so no framing either,
      * as in eddy_http_respond.  HEAD gets the head a GET would have had. */
     if (status == 204 || status == 304)

@@ -64,21 +64,19 @@ int eddy_http_server_init(struct eddy_http_server **out, struct eddy_loop *loop,
     if (o->max_headers > 1024)
         o->max_headers = 1024;
     srv->lfd = -1;
-    srv->tl[TL_NONE].timeout_ns = INT64_MAX / 2;
-    srv->tl[TL_HEAD].timeout_ns = (int64_t)o->header_timeout_ms * 1000000;
-    srv->tl[TL_BODY].timeout_ns = (int64_t)o->body_timeout_ms * 1000000;
-    srv->tl[TL_IDLE].timeout_ns = (int64_t)o->idle_timeout_ms * 1000000;
-    srv->tl[TL_SEND].timeout_ns = (int64_t)o->send_timeout_ms * 1000000;
-    srv->tl[TL_LINGER].timeout_ns = (int64_t)o->linger_ms * 1000000;
-    srv->tl[TL_EOF].timeout_ns = (int64_t)o->eof_timeout_ms * 1000000;
+    srv->tl_ns[TL_NONE] = INT64_MAX / 2;
+    srv->tl_ns[TL_HEAD] = (int64_t)o->header_timeout_ms * 1000000;
+    srv->tl_ns[TL_BODY] = (int64_t)o->body_timeout_ms * 1000000;
+    srv->tl_ns[TL_IDLE] = (int64_t)o->idle_timeout_ms * 1000000;
+    srv->tl_ns[TL_SEND] = (int64_t)o->send_timeout_ms * 1000000;
+    srv->tl_ns[TL_LINGER] = (int64_t)o->linger_ms * 1000000;
+    srv->tl_ns[TL_EOF] = (int64_t)o->eof_timeout_ms * 1000000;
     const char *name = o->server_name ? o->server_name : "eddy";
     if (*name && strlen(name) < 60 && !strpbrk(name, "\r\n"))
         srv->server_hdr_len = (size_t)snprintf(srv->server_hdr, sizeof srv->server_hdr,
                                                "Server: %s\r\n", name);
-    wire_settings(&srv->settings);
     date_refresh(srv);
-    srv->st.conn_size = sizeof(struct conn);
-    srv->st.idle_conn_bytes = sizeof(struct conn);
+    srv->st.idle_conn_bytes = sizeof(struct conn); /* an idle connection is its struct alone */
     *out = srv;
     return 0;
 }
@@ -269,7 +267,7 @@ void dispatch_new(struct sess *s)
 {
     /* Handlers answer synchronously into out; one flush afterwards sends
      * the whole batch in one send. */
-    for (struct eddy_http_req *r = s->head; r; r = r->next) {
+    for (struct eddy_http_req *r = s->q.head; r; r = r->next) {
         if (!(r->flags & R_DISPATCHED)) {
             route_dispatch(r);
             if (conn_closing(s->c))
@@ -338,40 +336,8 @@ int eddy_http_server_adopt(struct eddy_http_server *srv, int fd)
 
 int eddy_http_listen_socket(const char *host, uint16_t port, int reuseport, int backlog)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    if (!host)
-        host = "0.0.0.0";
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        len = sizeof *a6;
-    } else {
-        return -EINVAL;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1, zero = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
-        goto err;
-    if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr))
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, backlog > 0 ? backlog : 1024) < 0)
-        goto err;
-    return fd;
-err:;
-    int e = -errno;
-    close(fd);
-    return e;
+    int fd, rc = eddy_listen_tcp(host, port, backlog, reuseport ? EDDY_LISTEN_REUSEPORT : 0, &fd);
+    return rc < 0 ? rc : fd;
 }
 
 int eddy_http_server_listen(struct eddy_http_server *srv)
@@ -381,10 +347,12 @@ int eddy_http_server_listen(struct eddy_http_server *srv)
     int rc = eddy_bufpool_init(srv->loop, &srv->pool, srv->o.rbuf_count, srv->o.rbuf_size);
     if (rc < 0)
         return rc;
-    /* Without a kernel buffer ring (before 5.19) every connection's pending
-     * receive holds a pool buffer: more connections than buffers would
-     * starve the newest, so the cap follows the pool there. */
+    /* On io_uring without a kernel buffer ring (before 5.19) every
+     * connection's pending receive holds a pool buffer: more connections
+     * than buffers would starve the newest, so the cap follows the pool
+     * there.  (On epoll a receive takes its buffer only when data is in.) */
     if (!(eddy_loop_features(srv->loop) & EDDY_FEAT_BUF_RING) &&
+        strcmp(eddy_loop_backend(srv->loop), "epoll") != 0 &&
         srv->o.max_conns > srv->o.rbuf_count)
         srv->o.max_conns = srv->o.rbuf_count;
     int fd = srv->o.listen_fd > 0
@@ -436,15 +404,7 @@ struct eddy_loop *eddy_http_server_loop(const struct eddy_http_server *srv)
 
 int eddy_http_server_port(const struct eddy_http_server *srv)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (srv->lfd < 0)
-        return -EBADF;
-    if (getsockname(srv->lfd, (struct sockaddr *)&ss, &len) < 0)
-        return -errno;
-    if (ss.ss_family == AF_INET)
-        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return srv->lfd < 0 ? -EBADF : eddy_sock_port(srv->lfd);
 }
 
 /* ---- shutdown ---------------------------------------------------------- */
@@ -509,8 +469,8 @@ int eddy_http_server_shutdown(struct eddy_http_server *srv, unsigned drain_ms,
      * A request still arriving closes when complete (on_message_complete). */
     for (unsigned t = 0; t < TL_COUNT; t++)
         for (struct conn *c = srv->tl[t].head; c; c = c->tnext)
-            if (c->s && c->s->tail)
-                req_close_after(c->s->tail);
+            if (c->s && c->s->q.tail)
+                req_close_after(c->s->q.tail);
     if (drain_ms == 0) {
         for (unsigned t = 0; t < TL_COUNT; t++)
             while (srv->tl[t].head)

@@ -371,7 +371,7 @@ static int on_headers_complete(llhttp_t *p)
      * continue when nothing else is queued ahead, so the interim answer
      * cannot overtake a final one.  Otherwise the client sends the body
      * after its own short wait anyway. */
-    if (f.expect && !strcasecmp(f.expect, "100-continue") && !s->head &&
+    if (f.expect && !strcasecmp(f.expect, "100-continue") && !s->q.head &&
         ((p->flags & F_CHUNKED) || p->content_length > 0))
         s->continue_due = 1;
     /* close wins in any Connection list (RFC 9112 9.6), in 1.0 too, where
@@ -422,12 +422,7 @@ static int on_message_complete(llhttp_t *p)
     r->flags |= R_COMPLETE;
     if (c->srv->shutting)
         r->flags |= R_CLOSE;
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    s->nreq++;
+    sess_queue(s, r);
     if (r->flags & R_CLOSE) {
         s->stop = 1; /* nothing after a closing request is read */
         return HPE_PAUSED;
@@ -550,8 +545,8 @@ int wire_parse(struct sess *s, const char *data, size_t len, size_t *used)
     } else if (e == HPE_PAUSED_UPGRADE) {
         /* Upgrade is not supported: answer the request, then close. */
         s->dropped = 1; /* the upgraded protocol's bytes may follow */
-        if (s->tail)
-            s->tail->flags |= R_CLOSE;
+        if (s->q.tail)
+            s->q.tail->flags |= R_CLOSE;
         s->stop = 1;
     } else if (e == HPE_INVALID_METHOD && !s->err) {
         int st = method_judge(s, llhttp_get_error_pos(&s->p), data, len);
@@ -573,28 +568,27 @@ int wire_parse(struct sess *s, const char *data, size_t len, size_t *used)
     return 0;
 }
 
-void wire_settings(llhttp_settings_t *st)
-{
-    llhttp_settings_init(st);
-    st->on_message_begin = on_message_begin;
-    st->on_method = on_method;
-    st->on_url = on_url;
-    st->on_version = on_version;
-    st->on_url_complete = on_url_complete;
-    st->on_header_field = on_header_field;
-    st->on_header_field_complete = on_header_field_complete;
-    st->on_header_value = on_header_value;
-    st->on_header_value_complete = on_header_value_complete;
-    st->on_headers_complete = on_headers_complete;
-    st->on_body = on_body;
-    st->on_chunk_header = on_chunk_header;
-    st->on_message_complete = on_message_complete;
-}
+/* Every callback not named here is NULL: llhttp skips it. */
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_message_begin,
+    .on_method = on_method,
+    .on_url = on_url,
+    .on_version = on_version,
+    .on_url_complete = on_url_complete,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+    .on_message_complete = on_message_complete,
+};
 
 /* A fresh parser for a session taken from the free list. */
-void wire_init(struct sess *s, struct eddy_http_server *srv)
+void wire_init(struct sess *s)
 {
-    llhttp_init(&s->p, HTTP_REQUEST, &srv->settings);
+    llhttp_init(&s->p, HTTP_REQUEST, &settings);
     /* Any HTTP-version digits pass llhttp (it knows 0.9, 1.0, 1.1 and 2.0
      * only); on_headers_complete decides: 1.x is handled, others are 505. */
     s->p.lenient_flags |= LENIENT_VERSION;

@@ -1,9 +1,9 @@
-# The HTTP client (proto/src/client.c, blocking.c, url.c).  Included by tests/CMakeLists.txt.
-eddy_test(test_url proto/test_url.c LABELS unit LIBS eddy_http)
-# test_url reaches into the client's internals (proto/src/url.h, llhttp).
-target_include_directories(test_url PRIVATE ${PROJECT_SOURCE_DIR}/proto/src)
+# The HTTP client (proto/src/client.c, resolve.c, blocking.c, client_codec.c).  Included by tests/CMakeLists.txt.
+eddy_test(test_client_codec proto/test_client_codec.c LABELS unit LIBS eddy_http)
+# test_client_codec reaches into the client's internals (proto/src/client_codec.h, llhttp).
+target_include_directories(test_client_codec PRIVATE ${PROJECT_SOURCE_DIR}/proto/src)
 if(EXISTS ${EDDY_LLHTTP_INC_DIR}/llhttp.h)
-  target_include_directories(test_url PRIVATE ${EDDY_LLHTTP_INC_DIR})
+  target_include_directories(test_client_codec PRIVATE ${EDDY_LLHTTP_INC_DIR})
 endif()
 # The faulty upstream (tests/proto/upstream.h) makes these part of the
 # reliability suite too: refused, reset mid-body, truncated, silent,

@@ -89,6 +89,16 @@ static void h_args(struct eddy_http_req *req, void *ud)
     eddy_http_respond(req, 200, "text/plain", out, (size_t)n);
 }
 
+/* The method, the path and the raw query, as the accessors give them. */
+static void h_reqline(struct eddy_http_req *req, void *ud)
+{
+    (void)ud;
+    char out[512];
+    int n = snprintf(out, sizeof out, "%s %s ?%s", eddy_http_method(req), eddy_http_path(req),
+                     eddy_http_query(req));
+    eddy_http_respond(req, 200, "text/plain", out, (size_t)n);
+}
+
 static void h_hdr(struct eddy_http_req *req, void *ud)
 {
     (void)ud;
@@ -307,6 +317,7 @@ static int hsrv_setup(struct hsrv *h)
         {"PUT", "/echo", EDDY_HTTP_EXACT, h_echo},
         {"GET", "/args", EDDY_HTTP_EXACT, h_args},
         {"GET", "/hdr", EDDY_HTTP_EXACT, h_hdr},
+        {NULL, "/reqline", EDDY_HTTP_EXACT, h_reqline},
         {"GET", "/pre/", EDDY_HTTP_PREFIX, h_prefix},
         {NULL, "/any/", EDDY_HTTP_PREFIX, h_prefix},
         {"GET", "/version", EDDY_HTTP_EXACT, h_version},

@@ -1,8 +1,8 @@
-// The public HTTP headers compile as C++ (-Wall -Wextra -Werror) together,
-// and the client's pair type brace-initialises without the struct keyword:
-// the server's eddy_http_arg() function once hid a struct of that name.
-#include "eddy/http.h"
-#include "eddy/http_client.h"
+// The public HTTP headers compile as C++ (-Wall -Wextra -Werror) together
+// (eddy/http_all.h: server, client, fibers), and the client's pair type
+// brace-initialises without the struct keyword: the server's
+// eddy_http_arg() function once hid a struct of that name.
+#include "eddy/http_all.h"
 
 #include <cstdio>
 #include <cstring>

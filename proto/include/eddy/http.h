@@ -1,6 +1,7 @@
 /*
- * eddy/http.h — the HTTP/1.1 layer of eddy, on llhttp: the server here, the
- * client (async and blocking) in eddy/http_client.h, included below.
+ * eddy/http.h — the HTTP/1.1 server of eddy, on llhttp.  The client (async
+ * and blocking) is eddy/http_client.h, fibers eddy/http_fiber.h; each is
+ * included on its own (eddy/http_all.h includes the three).
  *
  * The model.  One server per loop (for several cores: one loop per thread,
  * each with its own server and its own SO_REUSEPORT listener).  The server
@@ -81,7 +82,6 @@
 #include <sys/socket.h>
 
 #include "eddy/eddy.h"
-#include "eddy/http_client.h" /* the client half of the layer */
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,9 +130,11 @@ struct eddy_http_options {
                                     connection closes and its requests are aborted.
                                     0 = 30000 */
     unsigned sweep_ms;           /* timeout resolution (one repeating timer); 0 = 100 */
-    unsigned rbuf_count;         /* receive buffers (power of 2); 0 = 1024.  Before 5.19 (no
-                                    buffer ring) each connection's pending receive holds one,
-                                    so max_conns is capped at rbuf_count there. */
+    unsigned rbuf_count;         /* receive buffers (power of 2); 0 = 1024.  On io_uring
+                                    before 5.19 (no buffer ring) each connection's pending
+                                    receive holds one, so max_conns is capped at rbuf_count
+                                    there; not on epoll, where a receive takes a buffer only
+                                    once data is in. */
     unsigned rbuf_size;          /* bytes each; 0 = 4096 */
     const char *server_name;     /* "Server:" header; NULL = "eddy", "" = none */
 };
@@ -243,10 +245,9 @@ struct eddy_http_stats {
     uint64_t sends;                                 /* send operations (one carries every answer ready) */
     uint64_t read_stops;                            /* reading stopped for back-pressure */
     unsigned conns;                                 /* open now */
-    unsigned conn_size;                             /* sizeof the per-connection struct */
     unsigned idle_conn_bytes;                       /* user-space bytes an idle keep-alive connection holds
-                                                       (today conn_size: an idle connection is its
-                                                       struct alone, the session goes back to a pool) */
+                                                       (the per-connection struct: an idle connection is
+                                                       that alone, its session goes back to a pool) */
 };
 void eddy_http_server_stats(const struct eddy_http_server *srv, struct eddy_http_stats *out);
 

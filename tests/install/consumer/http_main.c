@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include <eddy/http.h>
+#include <eddy/http_client.h>
 
 static int status = -1, done;
 

@@ -1,17 +1,19 @@
 /*
- * Internals shared by the asynchronous and the blocking HTTP client: URL
- * parsing, url-encoding, request serialisation and response parsing (on
- * llhttp).  Not installed.
+ * client_codec.h: the HTTP client's codec, shared by the asynchronous
+ * (client.c) and the blocking (blocking.c) client: URL parsing,
+ * url-encoding, request serialisation, and response parsing and storage
+ * (llhttp in HTTP_RESPONSE mode).  No I/O.  Not installed.
  */
-#ifndef EDDY_PROTO_URL_H
-#define EDDY_PROTO_URL_H
+#ifndef EDDY_PROTO_CLIENT_CODEC_H
+#define EDDY_PROTO_CLIENT_CODEC_H
 
+#include "common.h"
 #include "eddy/http_client.h"
 
 #include <llhttp.h>
 #include <sys/socket.h>
 
-struct eddy_url {
+struct url {
     char host[256];          /* without the brackets of an IPv6 literal */
     uint16_t port;
     const char *target;      /* path[?query] inside the URL string, no fragment */
@@ -22,13 +24,13 @@ struct eddy_url {
 };
 
 /* Parses an http:// URL; 0 or -EINVAL. */
-int eddy_url_parse(const char *url, struct eddy_url *u);
+int url_parse(const char *url, struct url *u);
 
 /* Url-encodes s into out (NUL-terminated); returns the length without the
  * NUL.  out NULL: only measures. */
-size_t eddy_urlencode(char *out, const char *s);
+size_t url_encode(char *out, const char *s);
 /* "a=1&b=2" for n pairs; same contract. */
-size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t n);
+size_t form_encode(char *out, const struct eddy_http_pair *args, size_t n);
 
 /* getaddrinfo()'s failure rc as the clients' -errno: -ENOENT (no such name),
  * -ENOMEM, else -EHOSTUNREACH (temporary or other resolver failure).  Both
@@ -36,13 +38,13 @@ size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t n);
 int gai_to_errno(int rc);
 
 /* GET, HEAD, DELETE, OPTIONS: arguments go to the query. */
-int eddy_method_args_in_query(const char *method);
+int method_args_in_query(const char *method);
 /* GET, HEAD, PUT, DELETE, OPTIONS (and TRACE): safe to send twice. */
-int eddy_method_idempotent(const char *method);
+int method_idempotent(const char *method);
 
-struct eddy_req_spec {
+struct request_spec {
     const char *method;      /* NULL = GET */
-    const struct eddy_url *url;
+    const struct url *url;
     const struct eddy_http_pair *headers;
     size_t nheaders;
     const struct eddy_http_pair *args;
@@ -57,13 +59,13 @@ struct eddy_req_spec {
  * body) into one buffer from the loop's allocator (malloc when loop is
  * NULL).  0 and *out, *len, or -EINVAL / -ENOMEM.
  */
-int eddy_req_build(struct eddy_loop *loop, const struct eddy_req_spec *s, char **out,
-                   size_t *len);
+int request_build(struct eddy_loop *loop, const struct request_spec *s, char **out,
+                  size_t *len);
 
 /* Response storage: allocation through the response's loop (or malloc). */
-void *eddy_resp_alloc(struct eddy_http_response *r, void *p, size_t n);
+void *resp_alloc(struct eddy_http_response *r, void *p, size_t n);
 
-struct eddy_resp_parser {
+struct resp_parser {
     llhttp_t p;
     struct eddy_http_response *r;
     size_t max, total;
@@ -74,16 +76,15 @@ struct eddy_resp_parser {
 };
 
 /* Ready for one response into r (emptied first), at most max bytes. */
-void eddy_resp_begin(struct eddy_resp_parser *rp, struct eddy_http_response *r, size_t max,
-                     int head);
+void resp_begin(struct resp_parser *rp, struct eddy_http_response *r, size_t max, int head);
 /*
  * Feeds len bytes.  Returns 1 when the response is complete (*used: the
  * bytes it took; more means the server sent something unasked), 0 when it
  * needs more, or -EPROTO / -EMSGSIZE / -ENOMEM.
  */
-int eddy_resp_feed(struct eddy_resp_parser *rp, const char *data, size_t len, size_t *used);
+int resp_feed(struct resp_parser *rp, const char *data, size_t len, size_t *used);
 /* The peer closed: 1 when that completes the response (a read-until-close
  * body), -ECONNRESET when it was cut short, -EPROTO when invalid. */
-int eddy_resp_eof(struct eddy_resp_parser *rp);
+int resp_eof(struct resp_parser *rp);
 
 #endif

@@ -1,8 +1,8 @@
-/* The HTTP client's shared parts: URLs, url-encoding, request bytes, and
- * the response parser fed at every split offset. */
+/* The HTTP client's codec (proto/src/client_codec.c): URLs, url-encoding,
+ * request bytes, and the response parser fed at every split offset. */
 #define _GNU_SOURCE
 #include "testsupport.h"
-#include "url.h"
+#include "client_codec.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,8 +12,8 @@
 static void test_url_parse(void **state)
 {
     (void)state;
-    struct eddy_url u;
-    assert_int_equal(eddy_url_parse("http://127.0.0.1:8080/a/b?x=1#frag", &u), 0);
+    struct url u;
+    assert_int_equal(url_parse("http://127.0.0.1:8080/a/b?x=1#frag", &u), 0);
     assert_string_equal(u.host, "127.0.0.1");
     assert_int_equal(u.port, 8080);
     assert_int_equal(u.target_len, 8);
@@ -22,20 +22,20 @@ static void test_url_parse(void **state)
     assert_int_equal(u.addrlen, sizeof(struct sockaddr_in));
     assert_int_equal(ntohs(((struct sockaddr_in *)&u.addr)->sin_port), 8080);
 
-    assert_int_equal(eddy_url_parse("HTTP://[::1]:99", &u), 0);
+    assert_int_equal(url_parse("HTTP://[::1]:99", &u), 0);
     assert_string_equal(u.host, "::1");
     assert_int_equal(u.port, 99);
     assert_int_equal(u.target_len, 0);
     assert_int_equal(u.addrlen, sizeof(struct sockaddr_in6));
     assert_int_equal(((struct sockaddr_in6 *)&u.addr)->sin6_family, AF_INET6);
 
-    assert_int_equal(eddy_url_parse("http://localhost/x", &u), 0);
+    assert_int_equal(url_parse("http://localhost/x", &u), 0);
     assert_string_equal(u.host, "localhost");
     assert_int_equal(u.port, 80);
     assert_int_equal(u.addrlen, 0);
     assert_int_equal(u.has_query, 0);
 
-    assert_int_equal(eddy_url_parse("http://h?q=1", &u), 0);
+    assert_int_equal(url_parse("http://h?q=1", &u), 0);
     assert_int_equal(u.has_query, 1);
 
     static const char *const bad[] = {
@@ -44,41 +44,41 @@ static void test_url_parse(void **state)
         "http://a/b c", "http://a/\x01", "http://a b/", "http://[::1]x/", NULL,
     };
     for (int i = 0; bad[i]; i++)
-        assert_int_equal(eddy_url_parse(bad[i], &u), -EINVAL);
-    assert_int_equal(eddy_url_parse(NULL, &u), -EINVAL);
+        assert_int_equal(url_parse(bad[i], &u), -EINVAL);
+    assert_int_equal(url_parse(NULL, &u), -EINVAL);
 }
 
 static void test_urlencode(void **state)
 {
     (void)state;
     char out[128];
-    assert_int_equal(eddy_urlencode(out, "a b&c=d/é~._-"), 24);
+    assert_int_equal(url_encode(out, "a b&c=d/é~._-"), 24);
     assert_string_equal(out, "a+b%26c%3Dd%2F%C3%A9~._-");
-    assert_int_equal(eddy_urlencode(NULL, "a b&c=d/é~._-"), 24);
+    assert_int_equal(url_encode(NULL, "a b&c=d/é~._-"), 24);
     struct eddy_http_pair a[] = {{"time", "1.5"}, {"x y", "a&b"}, {"e", ""}};
-    assert_int_equal(eddy_form_encode(out, a, 3), strlen("time=1.5&x+y=a%26b&e="));
+    assert_int_equal(form_encode(out, a, 3), strlen("time=1.5&x+y=a%26b&e="));
     assert_string_equal(out, "time=1.5&x+y=a%26b&e=");
-    assert_int_equal(eddy_form_encode(out, a, 0), 0);
+    assert_int_equal(form_encode(out, a, 0), 0);
     assert_string_equal(out, "");
-    assert_true(eddy_method_args_in_query(NULL));
-    assert_true(eddy_method_args_in_query("HEAD"));
-    assert_false(eddy_method_args_in_query("POST"));
-    assert_true(eddy_method_idempotent("PUT"));
-    assert_false(eddy_method_idempotent("POST"));
-    assert_false(eddy_method_idempotent("PATCH"));
+    assert_true(method_args_in_query(NULL));
+    assert_true(method_args_in_query("HEAD"));
+    assert_false(method_args_in_query("POST"));
+    assert_true(method_idempotent("PUT"));
+    assert_false(method_idempotent("POST"));
+    assert_false(method_idempotent("PATCH"));
 }
 
 static char *build(const char *url, const char *method, const struct eddy_http_pair *args,
                    size_t nargs, const struct eddy_http_pair *hdrs, size_t nh, size_t raw,
                    int *rc)
 {
-    struct eddy_url u;
-    assert_int_equal(eddy_url_parse(url, &u), 0);
-    struct eddy_req_spec s = {.method = method, .url = &u, .args = args, .nargs = nargs,
+    struct url u;
+    assert_int_equal(url_parse(url, &u), 0);
+    struct request_spec s = {.method = method, .url = &u, .args = args, .nargs = nargs,
                               .headers = hdrs, .nheaders = nh, .raw_body_len = raw};
     char *out = NULL;
     size_t len = 0;
-    *rc = eddy_req_build(NULL, &s, &out, &len);
+    *rc = request_build(NULL, &s, &out, &len);
     if (*rc == 0)
         assert_int_equal(strlen(out), len);
     return out;
@@ -200,18 +200,18 @@ static void test_request_headers(void **state)
 static int feed_split(const char *msg, size_t len, size_t off, struct eddy_http_response *r,
                       size_t max, int head, int eof, size_t *used_total)
 {
-    struct eddy_resp_parser rp;
-    eddy_resp_begin(&rp, r, max, head);
+    struct resp_parser rp;
+    resp_begin(&rp, r, max, head);
     size_t used = 0;
     *used_total = 0;
-    int rc = eddy_resp_feed(&rp, msg, off, &used);
+    int rc = resp_feed(&rp, msg, off, &used);
     *used_total += used;
     if (rc == 0 && len > off) {
-        rc = eddy_resp_feed(&rp, msg + off, len - off, &used);
+        rc = resp_feed(&rp, msg + off, len - off, &used);
         *used_total += used;
     }
     if (rc == 0 && eof)
-        rc = eddy_resp_eof(&rp);
+        rc = resp_eof(&rp);
     return rc;
 }
 
@@ -276,11 +276,11 @@ static void test_response_parser(void **state)
     /* header order, empty values, keep-alive verdicts */
     struct eddy_http_response r;
     memset(&r, 0, sizeof r);
-    struct eddy_resp_parser rp;
+    struct resp_parser rp;
     const char *m = "HTTP/1.1 200 OK\r\nA: 1\r\nB:\r\nC: 3\r\nContent-Length: 0\r\n\r\n";
     size_t used;
-    eddy_resp_begin(&rp, &r, 1 << 20, 0);
-    assert_int_equal(eddy_resp_feed(&rp, m, strlen(m), &used), 1);
+    resp_begin(&rp, &r, 1 << 20, 0);
+    assert_int_equal(resp_feed(&rp, m, strlen(m), &used), 1);
     assert_int_equal(rp.keepalive, 1);
     assert_int_equal(r.version, 11);
     const char *n, *v;
@@ -295,8 +295,8 @@ static void test_response_parser(void **state)
      * Content-Length leaves the connection reusable */
     m = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
         "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n";
-    eddy_resp_begin(&rp, &r, 1 << 20, 0);
-    assert_int_equal(eddy_resp_feed(&rp, m, strlen(m), &used), 1);
+    resp_begin(&rp, &r, 1 << 20, 0);
+    assert_int_equal(resp_feed(&rp, m, strlen(m), &used), 1);
     assert_int_equal(used, strlen(m));
     assert_int_equal(rp.keepalive, 1);
     assert_int_equal(r.status, 304);
@@ -305,8 +305,8 @@ static void test_response_parser(void **state)
     assert_string_equal(n, "Content-Length");
     assert_int_equal(eddy_http_response_header_at(&r, 1, &n, &v), -ENOENT);
     m = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-    eddy_resp_begin(&rp, &r, 1 << 20, 0);
-    assert_int_equal(eddy_resp_feed(&rp, m, strlen(m), &used), 1);
+    resp_begin(&rp, &r, 1 << 20, 0);
+    assert_int_equal(resp_feed(&rp, m, strlen(m), &used), 1);
     assert_int_equal(rp.keepalive, 0);
     eddy_http_response_free(&r);
     eddy_http_response_free(&r); /* idempotent */

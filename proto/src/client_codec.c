@@ -1,9 +1,10 @@
 /*
- * What both HTTP clients share: URLs, url-encoding, the request bytes, the
- * response parser (llhttp in HTTP_RESPONSE mode) and the response storage.
+ * The HTTP client's codec (client_codec.h): what both clients share: URLs,
+ * url-encoding, the request bytes, the response parser (llhttp in
+ * HTTP_RESPONSE mode) and the response storage.  No I/O.
  */
 #define _GNU_SOURCE
-#include "url.h"
+#include "client_codec.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,18 +17,12 @@
 
 /* ---- URLs --------------------------------------------------------------- */
 
-/* ASCII letters and digits, whatever the locale (isalnum() follows it). */
-static int ascii_alnum(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-
 static int bad_char(unsigned char c)
 {
     return c <= 0x20 || c >= 0x7f;
 }
 
-int eddy_url_parse(const char *url, struct eddy_url *u)
+int url_parse(const char *url, struct url *u)
 {
     memset(u, 0, sizeof *u);
     if (!url || strncasecmp(url, "http://", 7) != 0)
@@ -109,7 +104,7 @@ int eddy_url_parse(const char *url, struct eddy_url *u)
 
 /* ---- url-encoding ------------------------------------------------------- */
 
-size_t eddy_urlencode(char *out, const char *s)
+size_t url_encode(char *out, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = 0;
@@ -136,7 +131,7 @@ size_t eddy_urlencode(char *out, const char *s)
     return n;
 }
 
-size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t nargs)
+size_t form_encode(char *out, const struct eddy_http_pair *args, size_t nargs)
 {
     size_t n = 0;
     for (size_t i = 0; i < nargs; i++) {
@@ -145,11 +140,11 @@ size_t eddy_form_encode(char *out, const struct eddy_http_pair *args, size_t nar
                 out[n] = '&';
             n++;
         }
-        n += eddy_urlencode(out ? out + n : NULL, args[i].name ? args[i].name : "");
+        n += url_encode(out ? out + n : NULL, args[i].name ? args[i].name : "");
         if (out)
             out[n] = '=';
         n++;
-        n += eddy_urlencode(out ? out + n : NULL, args[i].value ? args[i].value : "");
+        n += url_encode(out ? out + n : NULL, args[i].value ? args[i].value : "");
     }
     if (out)
         out[n] = 0;
@@ -166,47 +161,19 @@ static int method_in(const char *method, const char *const *list)
     return 0;
 }
 
-int eddy_method_args_in_query(const char *method)
+int method_args_in_query(const char *method)
 {
     static const char *const l[] = {"GET", "HEAD", "DELETE", "OPTIONS", NULL};
     return method_in(method, l);
 }
 
-int eddy_method_idempotent(const char *method)
+int method_idempotent(const char *method)
 {
     static const char *const l[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", NULL};
     return method_in(method, l);
 }
 
 /* ---- the request -------------------------------------------------------- */
-
-/* RFC 9110 tchar; ASCII whatever the locale. */
-static int is_tchar(unsigned char c)
-{
-    return ascii_alnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-static int is_token(const char *s)
-{
-    if (!s || !*s)
-        return 0;
-    for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
-            return 0;
-    return 1;
-}
-
-/* A field value: no CR, LF or other control character but HTAB (RFC 9110
- * 5.5); NUL cannot occur inside a C string. */
-static int is_field_value(const char *s)
-{
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c < 0x20 && c != '\t') || c == 0x7f)
-            return 0;
-    }
-    return s != NULL;
-}
 
 /* The message framing and the connection are the client's: these are never
  * taken from the user.  TE and Upgrade must be listed in Connection (RFC
@@ -219,7 +186,7 @@ static int is_framing_header(const char *name)
 }
 
 /* The index of the user's header called name, or -1. */
-static long user_header(const struct eddy_req_spec *s, const char *name)
+static long user_header(const struct request_spec *s, const char *name)
 {
     for (size_t i = 0; i < s->nheaders; i++)
         if (!strcasecmp(s->headers[i].name, name))
@@ -245,9 +212,9 @@ static void puts_(struct out *o, const char *s)
     put(o, s, strlen(s));
 }
 
-static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, size_t form_len)
+static void emit(struct out *o, const struct request_spec *s, int form_body, size_t form_len)
 {
-    const struct eddy_url *u = s->url;
+    const struct url *u = s->url;
     char num[32];
     puts_(o, s->method ? s->method : "GET");
     put(o, " ", 1);
@@ -256,7 +223,7 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
     put(o, u->target, u->target_len);
     if (s->nargs && !form_body) {
         put(o, u->has_query ? "&" : "?", 1);
-        o->n += eddy_form_encode(o->buf ? o->buf + o->n : NULL, s->args, s->nargs);
+        o->n += form_encode(o->buf ? o->buf + o->n : NULL, s->args, s->nargs);
     }
     puts_(o, " HTTP/1.1\r\n");
     /* Host first (RFC 9110 7.2: a user agent SHOULD send it first): the
@@ -284,7 +251,7 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
         puts_(o, "User-Agent: eddy\r\n");
     size_t blen = form_body ? form_len : s->raw_body_len;
     const char *m = s->method ? s->method : "GET";
-    if (blen || form_body || !eddy_method_args_in_query(m)) {
+    if (blen || form_body || !method_args_in_query(m)) {
         snprintf(num, sizeof num, "%zu", blen);
         puts_(o, "Content-Length: ");
         puts_(o, num);
@@ -308,12 +275,12 @@ static void emit(struct out *o, const struct eddy_req_spec *s, int form_body, si
     }
     puts_(o, "\r\n");
     if (form_body) {
-        o->n += eddy_form_encode(o->buf ? o->buf + o->n : NULL, s->args, s->nargs);
+        o->n += form_encode(o->buf ? o->buf + o->n : NULL, s->args, s->nargs);
     }
 }
 
-int eddy_req_build(struct eddy_loop *loop, const struct eddy_req_spec *s, char **out,
-                   size_t *len)
+int request_build(struct eddy_loop *loop, const struct request_spec *s, char **out,
+                  size_t *len)
 {
     const char *m = s->method ? s->method : "GET";
     if (!is_token(m))
@@ -328,14 +295,14 @@ int eddy_req_build(struct eddy_loop *loop, const struct eddy_req_spec *s, char *
     }
     if (s->content_type && !is_field_value(s->content_type))
         return -EINVAL;
-    int form_body = s->nargs && !eddy_method_args_in_query(m);
+    int form_body = s->nargs && !method_args_in_query(m);
     if (form_body && s->raw_body_len)
         return -EINVAL;
-    size_t form_len = form_body ? eddy_form_encode(NULL, s->args, s->nargs) : 0;
+    size_t form_len = form_body ? form_encode(NULL, s->args, s->nargs) : 0;
     struct out o = {NULL, 0};
     emit(&o, s, form_body, form_len);
     size_t n = o.n;
-    /* +1: eddy_form_encode writes a NUL after the form body */
+    /* +1: form_encode writes a NUL after the form body */
     char *buf = loop ? eddy_loop_alloc(loop, n + 1) : malloc(n + 1);
     if (!buf)
         return -ENOMEM;
@@ -350,7 +317,7 @@ int eddy_req_build(struct eddy_loop *loop, const struct eddy_req_spec *s, char *
 
 /* ---- responses ---------------------------------------------------------- */
 
-void *eddy_resp_alloc(struct eddy_http_response *r, void *p, size_t n)
+void *resp_alloc(struct eddy_http_response *r, void *p, size_t n)
 {
     if (r->loop_)
         return eddy_loop_realloc(r->loop_, p, n);
@@ -363,8 +330,8 @@ void *eddy_resp_alloc(struct eddy_http_response *r, void *p, size_t n)
 
 void eddy_http_response_free(struct eddy_http_response *r)
 {
-    eddy_resp_alloc(r, r->body, 0);
-    eddy_resp_alloc(r, r->hdrs_, 0);
+    resp_alloc(r, r->body, 0);
+    resp_alloc(r, r->hdrs_, 0);
     struct eddy_loop *loop = r->loop_;
     memset(r, 0, sizeof *r);
     r->loop_ = loop;
@@ -398,20 +365,21 @@ int eddy_http_response_header_at(const struct eddy_http_response *r, unsigned n,
     return -ENOENT;
 }
 
-static struct eddy_resp_parser *rp_of(llhttp_t *p)
+static struct resp_parser *rp_of(llhttp_t *p)
 {
-    return (struct eddy_resp_parser *)p->data;
+    return (struct resp_parser *)p->data;
 }
 
-/* Appends to a growing buffer, keeping room for a NUL. */
-static int grow_append(struct eddy_resp_parser *rp, char **buf, size_t *len, size_t *cap,
-                       const char *at, size_t n)
+/* Appends to the response's headers or body, keeping room for a NUL. */
+static int grow_append(struct resp_parser *rp, bool body, const char *at, size_t n)
 {
+    struct eddy_http_response *r = rp->r;
+    char **buf = body ? &r->body : &r->hdrs_;
+    size_t *len = body ? &r->body_len : &r->hdrs_len_;
+    size_t *cap = body ? &r->body_cap_ : &r->hdrs_cap_;
     if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 256;
-        while (c < *len + n + 1)
-            c *= 2;
-        char *b = eddy_resp_alloc(rp->r, *buf, c);
+        size_t c = grow_cap(*cap, *len + n + 1, 256);
+        char *b = resp_alloc(rp->r, *buf, c);
         if (!b) {
             rp->err = -ENOMEM;
             return -1;
@@ -427,22 +395,18 @@ static int grow_append(struct eddy_resp_parser *rp, char **buf, size_t *len, siz
 
 static int on_hdr_data(llhttp_t *p, const char *at, size_t n)
 {
-    struct eddy_resp_parser *rp = rp_of(p);
-    struct eddy_http_response *r = rp->r;
-    return grow_append(rp, &r->hdrs_, &r->hdrs_len_, &r->hdrs_cap_, at, n);
+    return grow_append(rp_of(p), false, at, n);
 }
 
 static int on_hdr_end(llhttp_t *p)
 {
-    struct eddy_resp_parser *rp = rp_of(p);
-    struct eddy_http_response *r = rp->r;
     /* The NUL grow_append keeps becomes part of the entry. */
-    return grow_append(rp, &r->hdrs_, &r->hdrs_len_, &r->hdrs_cap_, "", 1);
+    return grow_append(rp_of(p), false, "", 1);
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
-    struct eddy_resp_parser *rp = rp_of(p);
+    struct resp_parser *rp = rp_of(p);
     int s = p->status_code;
     rp->r->status = s;
     rp->r->version = p->http_major * 10 + p->http_minor;
@@ -454,14 +418,12 @@ static int on_headers_complete(llhttp_t *p)
 
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
-    struct eddy_resp_parser *rp = rp_of(p);
-    struct eddy_http_response *r = rp->r;
-    return grow_append(rp, &r->body, &r->body_len, &r->body_cap_, at, n);
+    return grow_append(rp_of(p), true, at, n);
 }
 
 static int on_message_complete(llhttp_t *p)
 {
-    struct eddy_resp_parser *rp = rp_of(p);
+    struct resp_parser *rp = rp_of(p);
     if (p->status_code >= 100 && p->status_code < 200 && p->status_code != 101) {
         /* 100 Continue and friends: the real answer follows. */
         rp->r->hdrs_len_ = 0;
@@ -484,8 +446,7 @@ static const llhttp_settings_t resp_settings = {
     .on_message_complete = on_message_complete,
 };
 
-void eddy_resp_begin(struct eddy_resp_parser *rp, struct eddy_http_response *r, size_t max,
-                     int head)
+void resp_begin(struct resp_parser *rp, struct eddy_http_response *r, size_t max, int head)
 {
     eddy_http_response_free(r);
     memset(rp, 0, sizeof *rp);
@@ -496,12 +457,12 @@ void eddy_resp_begin(struct eddy_resp_parser *rp, struct eddy_http_response *r, 
     rp->head = head;
 }
 
-static int rp_error(struct eddy_resp_parser *rp)
+static int rp_error(struct resp_parser *rp)
 {
     return rp->err ? rp->err : -EPROTO;
 }
 
-int eddy_resp_feed(struct eddy_resp_parser *rp, const char *data, size_t len, size_t *used)
+int resp_feed(struct resp_parser *rp, const char *data, size_t len, size_t *used)
 {
     size_t allowed = rp->max - rp->total;
     size_t n = len < allowed ? len : allowed;
@@ -520,7 +481,7 @@ int eddy_resp_feed(struct eddy_resp_parser *rp, const char *data, size_t len, si
     return 0;
 }
 
-int eddy_resp_eof(struct eddy_resp_parser *rp)
+int resp_eof(struct resp_parser *rp)
 {
     if (rp->complete)
         return 1;
