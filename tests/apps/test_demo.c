@@ -1219,6 +1219,165 @@ static void test_stats_percentiles(void **state)
     demo_done(&d);
 }
 
+/* Sets (or, value NULL, unsets) an environment variable for the demos this
+ * test starts; env_restore() puts the old value back. */
+struct env_save {
+    const char *name;
+    char old[256];
+    bool had;
+};
+
+static void env_set(struct env_save *e, const char *name, const char *value)
+{
+    const char *v = getenv(name);
+    e->name = name;
+    e->had = v != NULL;
+    snprintf(e->old, sizeof e->old, "%s", v ? v : "");
+    if (value)
+        assert_int_equal(setenv(name, value, 1), 0);
+    else
+        assert_int_equal(unsetenv(name), 0);
+}
+
+static void env_restore(const struct env_save *e)
+{
+    if (e->had)
+        setenv(e->name, e->old, 1);
+    else
+        unsetenv(e->name);
+}
+
+/* Starts a demo and checks that its ready line ends "; backend WANT" and
+ * its /stats says "backend":"WANT". */
+static void expect_backend(const char *want)
+{
+    struct demo d;
+    demo_start(&d, NULL);
+    char tail[64];
+    snprintf(tail, sizeof tail, "; backend %s\n", want);
+    size_t ll = strlen(d.line), tl = strlen(tail);
+    if (ll < tl || strcmp(d.line + ll - tl, tail) != 0)
+        fail_msg("the ready line does not end with \"%.*s\": %s", (int)tl - 1, tail, d.line);
+    char key[64];
+    snprintf(key, sizeof key, "\"backend\":\"%s\",", want);
+    stats_wait(d.port, key, 2000);
+    demo_done(&d);
+}
+
+/*
+ * Issue 12: eddy-demo names its backend in the ready line and in /stats:
+ * the one a loop picks in this test's environment (the _epoll run sets
+ * EDDY_BACKEND=epoll; otherwise io_uring where the kernel allows it), and
+ * epoll when EDDY_BACKEND=epoll is set for it whatever the environment.
+ */
+static void test_backend(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop;
+    assert_int_equal(eddy_loop_init(&loop, NULL), 0);
+    char here[16];
+    snprintf(here, sizeof here, "%s", eddy_loop_backend(loop));
+    assert_int_equal(eddy_loop_destroy(loop), 0);
+    assert_true(!strcmp(here, "io_uring") || !strcmp(here, "epoll"));
+    const char *env = getenv("EDDY_BACKEND");
+    if (env && !strcmp(env, "epoll"))
+        assert_string_equal(here, "epoll");
+    expect_backend(here);
+    struct env_save e;
+    env_set(&e, "EDDY_BACKEND", "epoll");
+    expect_backend("epoll");
+    env_restore(&e);
+}
+
+/*
+ * Issue 14: /plaintext-fiber answers exactly what /plaintext answers (the
+ * whole answer but its Date), from a fiber handler: each request is counted
+ * on its own route and got a fiber of its own ("fibers" in /stats), and the
+ * callback route's counters do not move.
+ */
+static void test_plaintext_fiber(void **state)
+{
+    (void)state;
+    struct demo d;
+    demo_start(&d, NULL);
+    struct hres cb, fb;
+    http_get(d.port, "/plaintext", &cb, 3000);
+    assert_int_equal(cb.status, 200);
+    enum { N = 20 };
+    for (int i = 0; i < N; i++) {
+        http_get(d.port, "/plaintext-fiber", &fb, 3000);
+        assert_int_equal(fb.status, 200);
+        assert_string_equal(fb.body, "Hello, World!");
+    }
+    /* The same answer but for the Date line. */
+    regex_t rx;
+    assert_int_equal(regcomp(&rx, "Date: [^\r]*\r\n", REG_EXTENDED), 0);
+    regmatch_t mc, mf;
+    assert_int_equal(regexec(&rx, cb.raw, 1, &mc, 0), 0);
+    assert_int_equal(regexec(&rx, fb.raw, 1, &mf, 0), 0);
+    regfree(&rx);
+    char a[4096], b[4096];
+    snprintf(a, sizeof a, "%.*s%s", (int)mc.rm_so, cb.raw, cb.raw + mc.rm_eo);
+    snprintf(b, sizeof b, "%.*s%s", (int)mf.rm_so, fb.raw, fb.raw + mf.rm_eo);
+    assert_string_equal(a, b);
+    struct hres s;
+    http_get(d.port, "/stats", &s, 3000);
+    assert_int_equal(s.status, 200);
+    unsigned long c[5];
+    route_counts(s.body, "/plaintext-fiber", c);
+    if (c[0] != N || c[1] != N)
+        fail_msg("/plaintext-fiber: %s", s.body);
+    route_counts(s.body, "/plaintext", c);
+    if (c[0] != 1 || c[1] != 1)
+        fail_msg("/plaintext: %s", s.body);
+    if (!strstr(s.body, "\"fibers\":{\"spawned\":20,\"refused\":0,\"running\":0},"))
+        fail_msg("/stats fibers: %s", s.body);
+    demo_done(&d);
+}
+
+/*
+ * Issue 15: /stats shows the fault injector's counters when EDDY_FAULTS
+ * turns faults on (the seed, each rule as written, its events and
+ * injections) and has no "faults" at all otherwise.  Every /api/time timer
+ * is delayed by 1 ms: the answers stay right, and the injections show.
+ */
+static void test_stats_faults(void **state)
+{
+    (void)state;
+    struct env_save e;
+    env_set(&e, "EDDY_FAULTS", NULL);
+    struct demo d;
+    demo_start(&d, NULL);
+    struct hres r;
+    http_get(d.port, "/stats", &r, 3000);
+    assert_int_equal(r.status, 200);
+    if (strstr(r.body, "\"faults\""))
+        fail_msg("/stats shows faults with EDDY_FAULTS unset: %s", r.body);
+    demo_done(&d);
+
+    setenv("EDDY_FAULTS", "seed=7;timer=delay:1@100%", 1);
+    const char *args[] = {"--delay-ms", "20", NULL};
+    demo_start(&d, args);
+    env_restore(&e);
+    for (int i = 0; i < 3; i++) {
+        http_get(d.port, "/api/time?time=f", &r, 3000);
+        assert_int_equal(r.status, 200);
+        assert_true(matches("^b:f,s:0\\.02 => " E_RE, r.body));
+    }
+    http_get(d.port, "/stats", &r, 3000);
+    assert_int_equal(r.status, 200);
+    static const char key[] = "\"faults\":{\"seed\":7,\"rules\":[{\"rule\":"
+                              "\"timer=delay:1@100%\",\"events\":";
+    const char *p = strstr(r.body, key);
+    unsigned long events = 0, injected = 0;
+    if (!p || sscanf(p + sizeof key - 1, "%lu,\"injected\":%lu}]},", &events, &injected) != 2)
+        fail_msg("/stats lacks the fault counters: %s", r.body);
+    /* at least the three /api/time timers; every timer event was delayed */
+    if (injected < 3 || events != injected)
+        fail_msg("fault counters: events %lu injected %lu: %s", events, injected, r.body);
+    demo_done(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1243,6 +1402,9 @@ int main(void)
         cmocka_unit_test_teardown(test_second_signal_blocked_loop, teardown_child),
         cmocka_unit_test_teardown(test_signals_hup_usr, teardown_child),
         cmocka_unit_test_teardown(test_stats_percentiles, teardown_child),
+        cmocka_unit_test_teardown(test_backend, teardown_child),
+        cmocka_unit_test_teardown(test_plaintext_fiber, teardown_child),
+        cmocka_unit_test_teardown(test_stats_faults, teardown_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,8 +3,7 @@
 if(TARGET eddy-load)
   eddy_test(test_load tools/test_load.c LABELS integration TIMEOUT 60
             LIBS eddy_http Threads::Threads m)
-  target_sources(test_load PRIVATE ${PROJECT_SOURCE_DIR}/tools/load/hist.c)
-  target_include_directories(test_load PRIVATE ${PROJECT_SOURCE_DIR}/tools/load)
+  target_link_libraries(test_load PRIVATE eddy_hist) # tools/common/hist.h
   target_compile_definitions(test_load PRIVATE EDDY_LOAD_PATH="$<TARGET_FILE:eddy-load>")
   add_dependencies(test_load eddy-load)
 endif()
