@@ -3,7 +3,8 @@
  * a seeded generator in the set (no global state), and the sites the loop
  * and the backends call only while loop->faults is set:
  *
- *   fault_start    op_start(): fail:E, the starter returns -E, no callback.
+ *   fault_start    op_start(): fail:E, the starter returns -E, no callback
+ *                  (else it goes on with op_start_tail()).
  *   fault_arm      op_arm(), a starter arming its op: short:N shrinks the
  *                  length of recv/read/write (the kernel is asked for fewer
  *                  bytes); errno on recv, read and recv_once defers the final
@@ -471,7 +472,7 @@ static void log_injection(struct eddy_loop *loop, struct fault_rule *r, unsigned
 
 /* ---- the sites -------------------------------------------------------- */
 
-int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind)
+static int start_verdict(struct eddy_loop *loop, struct eddy_op *op, int kind)
 {
     unsigned fk = op_fkind(op, kind);
     /* pflags are not set yet: a recv_once counts as recv_multi here, a
@@ -487,6 +488,11 @@ int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind)
         return 0;
     log_injection(loop, r, op_fkind(op, kind), op, "start");
     return -r->err;
+}
+
+int fault_start(struct eddy_loop *loop, struct eddy_op *op, int kind, eddy_cb cb)
+{
+    return op_start_tail(loop, op, kind, cb, start_verdict(loop, op, kind));
 }
 
 bool fault_arm(struct eddy_loop *loop, struct eddy_op *op)

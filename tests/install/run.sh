@@ -77,6 +77,10 @@ cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 || {
 check_static "$tmp/cmake-build/consumer"
 run_ok "$tmp/cmake-build/consumer"
 check_static "$tmp/cmake-build/consumer_http"
+# The worked example of docs/testing-with-faults.md: the fault API, installed.
+test -f "$prefix/include/eddy/fault.h" || fail "eddy/fault.h not installed"
+check_static "$tmp/cmake-build/consumer_fault"
+run_ok "$tmp/cmake-build/consumer_fault"
 # How llhttp was built (LLHTTP_STRICT_MODE) is the library's own business:
 # nothing installed may hand it to a consumer's compile line.
 if strict=$(grep -rIl LLHTTP_STRICT_MODE "$prefix"); then
