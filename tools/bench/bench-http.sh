@@ -14,7 +14,12 @@
 # "listen ... deferred", bench-limit --defer-accept 1; Node.js and Tornado
 # sit that one out), and the echo benchmark of the runtime (echo:
 # tools/bench-echo.sh, eddy-echo against an epoll echo server, 64 B and
-# 4 KiB messages, 100 connections, same rounds and run time).  Server CPU
+# 4 KiB messages, 100 connections, same rounds and run time), and fiber:
+# eddy's /plaintext from its callback handler against /plaintext-fiber (the
+# same answer from a fiber per request, eddy_http_route_fiber), keep-alive
+# at 100 connections and pipelined x16, interleaved on one eddy instance;
+# the goal is a fiber request at most 1.15x the server CPU of a callback
+# one (keep-alive; the pipelined ratio is shown too).  Server CPU
 # comes from /proc/PID/stat (utime + stime) before and after each run.  Idle memory: RSS growth of a freshly started
 # server while bench-idle-conns holds N keep-alive connections (with and
 # without one request each).  Prints one table (medians, min..max, ratios
@@ -22,8 +27,9 @@
 #
 # usage: tools/bench/bench-http.sh [--build-dir DIR] [--rounds N] [--time S]
 #            [--quick] [--idle-conns N]
-#            [--scenarios "idle ka100 ka1000 pipe16 close closedefer echo"]
-#            [--node] [--tornado] [--limit-direct] [--server-cpu C] [--load-cpu C]
+#            [--scenarios "idle ka100 ka1000 pipe16 close closedefer echo fiber"]
+#            [--node] [--tornado] [--limit-direct] [--epoll] [--baseline DIR]
+#            [--server-cpu C] [--load-cpu C]
 #            [--json FILE] [--md FILE] [--keep-raw DIR] [--no-build] [--no-setup]
 #            [--dry-run]
 #   --build-dir DIR  default build/bench, configured here (Release, no
@@ -32,6 +38,10 @@
 #   --quick     3 s runs, 1 round, 2,000 idle connections (smoke test only)
 #   --node      add a Node.js row (if node is installed)
 #   --tornado   add a Tornado row (if python3 can import tornado)
+#   --epoll     add an "eddy-epoll" row: the same eddy-demo on the epoll
+#               backend (EDDY_BACKEND=epoll), with the same goals against nginx
+#   --baseline DIR  add an "eddy-base" row: DIR/apps/demo/eddy-demo (another
+#               build, e.g. of the commit before a change: an A/B in one run)
 #   --limit-direct  add a "limitd" row: bench-limit with registered (direct)
 #               descriptors for its connections
 #   --dry-run   check the options, print what would run, and stop (nothing
@@ -56,6 +66,8 @@ do_setup=1
 want_node=0
 want_tornado=0
 want_limitd=0
+want_epoll=0
+baseline=""
 dry_run=0
 
 # The comment at the top, up to the first line of code.
@@ -71,6 +83,8 @@ while [ $# -gt 0 ]; do
     --node) want_node=1; shift ;;
     --tornado) want_tornado=1; shift ;;
     --limit-direct) want_limitd=1; shift ;;
+    --epoll) want_epoll=1; shift ;;
+    --baseline) baseline=$2; shift 2 ;;
     --server-cpu) server_cpu=$2; shift 2 ;;
     --load-cpu) load_cpu=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
@@ -87,7 +101,7 @@ build=$(realpath -m "$build")
 [ "$rounds" -ge 1 ] || { echo "bench-http: --rounds must be >= 1" >&2; exit 2; }
 [ "$rounds" -ge 3 ] || echo "bench-http: warning: fewer than 3 rounds; medians mean little" >&2
 for s in $scenarios; do
-    case $s in ka100|ka1000|pipe16|close|closedefer|idle|echo) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
+    case $s in ka100|ka1000|pipe16|close|closedefer|idle|echo|fiber) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
 done
 if [ "$dry_run" = 1 ]; then
     echo "bench-http: dry run: scenarios \"$scenarios\", $rounds round(s) of $secs s," \
@@ -101,7 +115,7 @@ if [ "$dry_run" = 1 ]; then
             [ -x "$build/$b" ] || { echo "bench-http: $build/$b not built" >&2; exit 1; }
         done
     fi
-    echo "bench-http: extra rows:$([ "$want_limitd" = 1 ] && echo " limitd")$([ "$want_node" = 1 ] && echo " node")$([ "$want_tornado" = 1 ] && echo " tornado")"
+    echo "bench-http: extra rows:$([ "$want_epoll" = 1 ] && echo " eddy-epoll")$([ -n "$baseline" ] && echo " eddy-base")$([ "$want_limitd" = 1 ] && echo " limitd")$([ "$want_node" = 1 ] && echo " node")$([ "$want_tornado" = 1 ] && echo " tornado")"
     [ -z "$json$md$keep_raw" ] || echo "bench-http: would write:${json:+ $json}${md:+ $md}${keep_raw:+ $keep_raw/}"
     exit 0
 fi
@@ -132,6 +146,12 @@ for b in "$eddy_bin" "$limit_bin" "$idle_bin"; do
 done
 
 servers="eddy nginx limit"
+[ "$want_epoll" = 1 ] && servers="$servers eddy-epoll"
+if [ -n "$baseline" ]; then
+    base_bin="$(realpath -m "$baseline")/apps/demo/eddy-demo"
+    [ -x "$base_bin" ] || { echo "bench-http: --baseline: $base_bin not built" >&2; exit 1; }
+    servers="$servers eddy-base"
+fi
 [ "$want_limitd" = 1 ] && servers="$servers limitd"
 if [ "$want_node" = 1 ]; then
     if command -v node >/dev/null; then servers="$servers node"
@@ -190,9 +210,12 @@ start_server() { # start_server KIND [defer]
     mkdir -p "$dir"
     SERVER_PORT="" CLOSE_PORT=""
     case $kind in
-    eddy)
+    eddy|eddy-epoll|eddy-base)
+        local bin=$eddy_bin env=()
+        [ "$kind" = eddy-epoll ] && env=(env EDDY_BACKEND=epoll)
+        [ "$kind" = eddy-base ] && bin=$base_bin
         SERVER_PORT=$(free_port)
-        taskset -c "$server_cpu" "$eddy_bin" --host 127.0.0.1 --port "$SERVER_PORT" \
+        "${env[@]}" taskset -c "$server_cpu" "$bin" --host 127.0.0.1 --port "$SERVER_PORT" \
             --time-port "$(free_port)" "${eflags[@]}" >"$dir/out" 2>"$dir/err" &
         comm=eddy-demo ;;
     nginx)
@@ -412,8 +435,71 @@ END {
 EOF
 }
 
+# --- fiber: the same eddy instance answers /plaintext from its callback
+# handler and /plaintext-fiber from a fiber per request; CPU per request of
+# each, the two paths interleaved (order rotating every round).
+fiber_one() { # fiber_one MODE PATH ROUND
+    local mode=$1 path=$2 round=$3 pid=${spid[eddy]} port=${sport[eddy]} extra=() args=()
+    [ "$mode" = pipe16 ] && extra=(-s "$here/pipeline.lua") && args=(-- 16)
+    local wout="$raw/fiber.$mode.${path#/}.$round.wrk" before after wpid n
+    before=$(cpu_ticks "$pid")
+    taskset -c "$load_cpu" wrk -t1 -c100 -d"${secs}s" --latency "${extra[@]}" \
+        "http://127.0.0.1:$port$path" "${args[@]}" >"$wout" 2>&1 &
+    wpid=$!
+    pids+=("$wpid")
+    wait "$wpid" || { echo "bench-http: wrk failed:" >&2; cat "$wout" >&2; exit 1; }
+    forget "$wpid"
+    after=$(cpu_ticks "$pid")
+    kill -0 "$pid" 2>/dev/null || { echo "bench-http: eddy died" >&2; exit 1; }
+    if grep -q 'Non-2xx\|Socket errors' "$wout"; then
+        echo "bench-http: $path answered with errors:" >&2; cat "$wout" >&2; exit 1
+    fi
+    n=$(awk '/ requests in / {print $1}' "$wout")
+    set -- $before $after
+    printf 'fiber\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$path" "$round" $(($3 + $4 - $1 - $2)) "$n" \
+        >>"$raw/fiber.tsv"
+    awk -v m="$mode" -v p="$path" -v r="$round" -v t=$(($3 + $4 - $1 - $2)) -v n="$n" \
+        -v hz="$hz" -v s="$secs" 'BEGIN {
+        printf "  %-6s round %s %-16s %9.0f req/s  %6.2f CPU-us/req\n", m, r, p, n / s, t * 1e6 / hz / n }'
+}
+
+# Medians per mode and path, the ratio fiber/callback, and the goal.
+fiber_summary() {
+    awk -v hz="$hz" -F'\t' '
+    function median(k,   a, i, j, t, c) {
+        c = split(vals[k], a, " ")
+        for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+        return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+    }
+    { us = $5 * 1e6 / hz / $6; vals[$2 " " $3] = vals[$2 " " $3] " " us; modes[$2] = 1
+      per[$2 " " $4 " " $3] = us; rounds[$4] = 1 }
+    END {
+        for (m in modes) {
+            cb = median(m " /plaintext"); fb = median(m " /plaintext-fiber")
+            lo = 1e9; hi = 0 # the ratio of each round (a callback run and its neighbouring fiber run)
+            for (r in rounds) {
+                x = per[m " " r " /plaintext-fiber"] / per[m " " r " /plaintext"]
+                if (x < lo) lo = x; if (x > hi) hi = x
+            }
+            goal = m == "ka100" ? (fb / cb <= 1.15 ? "  goal <= 1.15x: met" : "  goal <= 1.15x: NOT met") : ""
+            printf "  %-6s median CPU-us/req: callback %.2f  fiber %.2f  ratio %.3fx (rounds %.2f..%.2f)%s\n",
+                   m, cb, fb, fb / cb, lo, hi, goal
+        }
+    }' "$raw/fiber.tsv"
+}
+
 for scen in $scenarios; do
     [ "$scen" = idle ] || [ "$scen" = echo ] && continue
+    if [ "$scen" = fiber ]; then
+        echo "fiber (eddy /plaintext: callback handler vs fiber handler):"
+        for r in $(seq "$rounds"); do
+            for mode in ka100 pipe16; do
+                for path in $(rotate "$r" /plaintext /plaintext-fiber); do fiber_one "$mode" "$path" "$r"; done
+            done
+        done
+        fiber_summary | tee "$raw/fiber.summary"
+        continue
+    fi
     echo "$scen:"
     who=$servers
     [ "$scen" = closedefer ] && who=$defer_servers
@@ -433,4 +519,7 @@ echo
 report=(python3 "$here/report.py" "$raw")
 [ -n "$json" ] && report+=(--json "$json")
 [ -n "$md" ] && report+=(--md "$md")
+# The fiber scenario alone has its summary above; report.py's table and
+# goals are about the other scenarios.
+[ "$(echo $scenarios)" = fiber ] && [ -z "$json$md" ] && exit 0
 "${report[@]}"

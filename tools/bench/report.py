@@ -24,7 +24,7 @@ SCEN = [
     ("close", "Connection: close, 100 conns"),
     ("closedefer", "Connection: close, deferred accept (all), 100 conns"),
 ]
-ORDER = ["eddy", "nginx", "limit", "limitd", "node", "tornado"]
+ORDER = ["eddy", "eddy-epoll", "eddy-base", "nginx", "limit", "limitd", "node", "tornado"]
 
 
 def parse_wrk(path):
@@ -170,19 +170,20 @@ def find(rows, scen, metric):
 def goals(rows):
     out = []
 
-    def ratio_goal(text, scen, metric, op, limit):
+    def ratio_goal(text, scen, metric, op, limit, server="eddy"):
         r = find(rows, scen, metric)
-        if not r or "eddy" not in r["ratios"]:
-            out.append({"goal": text, "met": None, "detail": "not measured"})
+        if not r or server not in r["ratios"]:
+            if server == "eddy":
+                out.append({"goal": text, "met": None, "detail": "not measured"})
             return
-        q = r["ratios"]["eddy"]
+        q = r["ratios"][server]
         v = q["of_medians"]
         met = v <= limit if op == "<=" else v >= limit
         lo, hi = q.get("per_round_min", v), q.get("per_round_max", v)
         clear = (hi <= limit or lo > limit) if op == "<=" else (lo >= limit or hi < limit)
         out.append({"goal": text, "met": met, "value": v, "limit": limit, "clear": clear,
-                    "detail": "eddy/nginx %.2f (per round %.2f..%.2f), needs %s %.2f"
-                              % (v, lo, hi, op, limit)})
+                    "detail": "%s/nginx %.2f (per round %.2f..%.2f), needs %s %.2f"
+                              % (server, v, lo, hi, op, limit)})
 
     ratio_goal("server CPU per 100k keep-alive requests <= 0.85x nginx, 100 conns",
                "ka100", "cpu_ms_per_100k", "<=", 0.85)
@@ -192,6 +193,11 @@ def goals(rows):
     ratio_goal("Connection: close CPU per request <= 0.8x nginx", "close", "cpu_ms_per_100k", "<=", 0.8)
     ratio_goal("Connection: close CPU per request <= 0.8x nginx, both deferring accept (extra)",
                "closedefer", "cpu_ms_per_100k", "<=", 0.8)
+    # The epoll backend (--epoll), issue 12's goals: at most nginx's CPU per request.
+    ratio_goal("epoll backend: server CPU per keep-alive request <= 1.0x nginx, 100 conns",
+               "ka100", "cpu_ms_per_100k", "<=", 1.0, "eddy-epoll")
+    ratio_goal("epoll backend: Connection: close CPU per request <= 1.0x nginx",
+               "close", "cpu_ms_per_100k", "<=", 1.0, "eddy-epoll")
     for scen, n in (("ka100", "100"), ("ka1000", "1,000")):
         r, p = find(rows, scen, "rps"), find(rows, scen, "p99_ms")
         if not r or "eddy" not in r["ratios"] or not p or "eddy" not in p["ratios"]:
@@ -207,16 +213,17 @@ def goals(rows):
                               % (rv, r["ratios"]["eddy"]["per_round_min"], r["ratios"]["eddy"]["per_round_max"],
                                  pv, p["ratios"]["eddy"]["per_round_min"], p["ratios"]["eddy"]["per_round_max"])})
     r = find(rows, "idle_req", "rss_bytes_per_conn")
-    if r and r["servers"].get("eddy"):
-        st = r["servers"]["eddy"]
-        out.append({"goal": "idle keep-alive <= 256 B user-space memory per connection",
-                    "met": st["median"] <= 256, "value": st["median"], "limit": 256,
-                    "clear": st["max"] <= 256 or st["min"] > 256,
-                    "detail": "eddy %.0f B/conn (%.0f..%.0f), RSS growth after 1 request each"
-                              % (st["median"], st["min"], st["max"])})
-    else:
-        out.append({"goal": "idle keep-alive <= 256 B user-space memory per connection",
-                    "met": None, "detail": "not measured"})
+    for server in ("eddy", "eddy-epoll"):
+        text = "idle keep-alive <= 256 B user-space memory per connection" + \
+               (" (epoll backend)" if server != "eddy" else "")
+        if r and r["servers"].get(server):
+            st = r["servers"][server]
+            out.append({"goal": text, "met": st["median"] <= 256, "value": st["median"], "limit": 256,
+                        "clear": st["max"] <= 256 or st["min"] > 256,
+                        "detail": "%s %.0f B/conn (%.0f..%.0f), RSS growth after 1 request each"
+                                  % (server, st["median"], st["min"], st["max"])})
+        elif server == "eddy":
+            out.append({"goal": text, "met": None, "detail": "not measured"})
     return out
 
 
