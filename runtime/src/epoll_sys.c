@@ -64,8 +64,11 @@ static int sendmsg_try(struct eddy_loop *loop, struct eddy_op *op)
 {
     for (;;) {
         loop->st.sqes++;
-        ssize_t n = sendmsg(op->u.sendmsg.fd, op->u.sendmsg.msg,
-                            (int)(op->u.sendmsg.msgflags | MSG_NOSIGNAL | MSG_DONTWAIT));
+        const void *buf;
+        size_t cut = fault_sendmsg_len(loop, op, &buf); /* short:N, else 0 */
+        int flags = (int)(op->u.sendmsg.msgflags | MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = cut ? send(op->u.sendmsg.fd, buf, cut, flags)
+                        : sendmsg(op->u.sendmsg.fd, op->u.sendmsg.msg, flags);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

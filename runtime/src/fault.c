@@ -40,8 +40,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum fault_kind {
@@ -87,7 +89,8 @@ static const struct {
 
 /* Kinds a short:N can shorten somewhere. */
 #define FK_SHORTABLE                                                           \
-    (FK_RECV | FK_RECV_MULTI | FK_RECV_ONCE | FK_SEND | FK_SEND_ZC | FK_READ | FK_WRITE)
+    (FK_RECV | FK_RECV_MULTI | FK_RECV_ONCE | FK_SEND | FK_SENDMSG | FK_SEND_ZC | FK_READ | \
+     FK_WRITE)
 
 /* The errors an effect may name.  EAGAIN is never a result (eddy.h), and
  * ECANCELED belongs to cancel: neither is offered. */
@@ -532,6 +535,26 @@ unsigned fault_clamp(struct eddy_loop *loop, struct eddy_op *op, unsigned len)
         return len;
     log_injection(loop, r, fk, op, "prep");
     return r->n;
+}
+
+size_t fault_sendmsg_cut(struct eddy_loop *loop, struct eddy_op *op, const void **buf)
+{
+    const struct msghdr *m = op->u.sendmsg.msg;
+    const struct iovec *first = NULL;
+    size_t total = 0;
+    for (size_t i = 0; i < (size_t)m->msg_iovlen; i++) {
+        if (!first && m->msg_iov[i].iov_len)
+            first = &m->msg_iov[i];
+        total += m->msg_iov[i].iov_len;
+    }
+    if (!first)
+        return 0;
+    unsigned len = total > UINT_MAX ? UINT_MAX : (unsigned)total;
+    unsigned n = fault_clamp(loop, op, len);
+    if (n >= len)
+        return 0;
+    *buf = first->iov_base;
+    return n < first->iov_len ? n : first->iov_len;
 }
 
 /* Ends a multishot op with err: its cancel goes to the kernel, and its

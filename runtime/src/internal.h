@@ -188,6 +188,20 @@ static inline unsigned fault_clamp_len(struct eddy_loop *loop, struct eddy_op *o
     return len;
 }
 
+/* short:N for a sendmsg, which has no single length to clamp: 0 when the
+ * whole message goes (always, with faults off), else the bytes to send now
+ * with a plain send from *buf, the start of msg's first non-empty iovec.
+ * Those are the message's first bytes, so the completion advances the
+ * iovecs and re-submits the rest as for any short sendmsg. */
+size_t fault_sendmsg_cut(struct eddy_loop *loop, struct eddy_op *op, const void **buf);
+static inline size_t fault_sendmsg_len(struct eddy_loop *loop, struct eddy_op *op,
+                                       const void **buf)
+{
+    if (__builtin_expect(loop->faults != NULL, 0))
+        return fault_sendmsg_cut(loop, op, buf);
+    return 0;
+}
+
 /* features.c */
 /* The features EDDY_COMPAT and EDDY_DISABLE switch off; *bad = the
  * EDDY_DISABLE text when it names an unknown feature (then ignored). */

@@ -213,10 +213,17 @@ static void prep_plain(struct eddy_loop *loop, struct eddy_op *op, struct io_uri
     case K_SEND:
         prep_send(loop, op, sqe);
         break;
-    case K_SENDMSG:
-        io_uring_prep_sendmsg(sqe, op->u.sendmsg.fd, op->u.sendmsg.msg,
-                              op->u.sendmsg.msgflags | MSG_NOSIGNAL);
+    case K_SENDMSG: {
+        const void *buf;
+        size_t cut = fault_sendmsg_len(loop, op, &buf); /* short:N, else 0 */
+        if (cut)
+            io_uring_prep_send(sqe, op->u.sendmsg.fd, buf, cut,
+                               (int)(op->u.sendmsg.msgflags | MSG_NOSIGNAL));
+        else
+            io_uring_prep_sendmsg(sqe, op->u.sendmsg.fd, op->u.sendmsg.msg,
+                                  op->u.sendmsg.msgflags | MSG_NOSIGNAL);
         break;
+    }
     case K_READ:
     case K_INTERNAL_READ:
         io_uring_prep_read(sqe, op->u.rw.fd, op->u.rw.buf, op->u.rw.len, op->u.rw.off);
