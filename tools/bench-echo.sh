@@ -36,7 +36,9 @@ do_build=1
 backend=""
 
 # The comment at the top, up to the first line of code.
-usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=tools/bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/bench/common.sh"
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) build=$2; shift 2 ;;
@@ -55,8 +57,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 build=$(realpath -m "$build")
-[ "$rounds" -ge 1 ] || { echo "bench-echo: --rounds must be >= 1" >&2; exit 2; }
-[ "$rounds" -ge 3 ] || echo "bench-echo: warning: fewer than 3 rounds; medians mean little" >&2
+check_rounds bench-echo "$rounds"
 
 if [ "$do_build" = 1 ]; then
     if [ "$build" = "$own_build" ] || [ ! -f "$build/CMakeCache.txt" ]; then
@@ -108,15 +109,6 @@ start_server() {
     exit 1
 }
 
-# utime + stime of a process, in clock ticks (fields 14 and 15; the name in
-# parentheses may hold spaces, so count from after the closing one).
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    set -- $stat
-    echo "${12} ${13}"
-}
 
 if [ -n "$backend" ]; then
     case "$backend" in auto|io_uring|epoll) ;; *) echo "bench-echo: --backend auto|io_uring|epoll" >&2; exit 2 ;; esac

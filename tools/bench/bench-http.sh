@@ -71,7 +71,9 @@ baseline=""
 dry_run=0
 
 # The comment at the top, up to the first line of code.
-usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "${BASH_SOURCE[0]}"; }
+# shellcheck source=tools/bench/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+usage() { usage_of "${BASH_SOURCE[0]}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --build-dir) build=$2; shift 2 ;;
@@ -98,8 +100,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 build=$(realpath -m "$build")
-[ "$rounds" -ge 1 ] || { echo "bench-http: --rounds must be >= 1" >&2; exit 2; }
-[ "$rounds" -ge 3 ] || echo "bench-http: warning: fewer than 3 rounds; medians mean little" >&2
+check_rounds bench-http "$rounds"
 for s in $scenarios; do
     case $s in ka100|ka1000|pipe16|close|closedefer|idle|echo|fiber) ;; *) echo "bench-http: unknown scenario $s" >&2; exit 2 ;; esac
 done
@@ -280,15 +281,6 @@ stop_server() {
     forget "$1"
 }
 
-# utime stime of a process in clock ticks (fields 14, 15; the name in
-# parentheses may hold spaces, so count from after the closing one).
-cpu_ticks() {
-    local stat
-    stat=$(<"/proc/$1/stat")
-    stat=${stat##*) }
-    set -- $stat
-    echo "${12} ${13}"
-}
 # busy, total and softirq ticks of one CPU from /proc/stat.  Softirq work
 # (loopback delivery runs in the sender's context) is accounted there, not
 # to the process, whenever the kernel has IRQ time accounting.

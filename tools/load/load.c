@@ -346,6 +346,15 @@ static void on_deadline(struct eddy_op *op, int res)
     maybe_finish(L);
 }
 
+/* Stops at once: no new request, whatever still runs cancelled. */
+static void stop_now(struct load *L)
+{
+    L->stopping = 1;
+    cancel_op(L, &L->rate_op);
+    cancel_inflight(L);
+    maybe_finish(L);
+}
+
 /* The last resort against a server that holds requests: at the deadline +
  * the timeout + 1 s, whatever still runs is cancelled, and under --rate
  * what is still waiting for a worker is not started. */
@@ -354,10 +363,7 @@ static void on_hard(struct eddy_op *op, int res)
     struct load *L = eddy_container_of(op, struct load, hard_op);
     if (res != 0)
         return;
-    L->stopping = 1;
-    cancel_op(L, &L->rate_op);
-    cancel_inflight(L);
-    maybe_finish(L);
+    stop_now(L);
 }
 
 static void on_rate(struct eddy_op *op, int res)
@@ -380,10 +386,7 @@ static void on_signal(struct eddy_op *op, int res)
     if (res != SIGINT)
         return;
     L->interrupted = 1;
-    L->stopping = 1;
-    cancel_op(L, &L->rate_op);
-    cancel_inflight(L);
-    maybe_finish(L);
+    stop_now(L);
 }
 
 static void on_progress(struct eddy_op *op, int res)
