@@ -517,6 +517,21 @@ static void test_short_recv_multi(void **state)
 
 /* ---- short transfers ------------------------------------------------------ */
 
+/* Reads exactly len bytes from fd and checks they are data's. */
+static void expect_bytes(int fd, const uint8_t *data, size_t len)
+{
+    uint8_t *got = malloc(len);
+    assert_non_null(got);
+    size_t n = 0;
+    while (n < len) {
+        ssize_t k = read(fd, got + n, len - n);
+        assert_true(k > 0);
+        n += (size_t)k;
+    }
+    assert_memory_equal(got, data, len);
+    free(got);
+}
+
 static void test_short_send(void **state)
 {
     (void)state;
@@ -524,7 +539,7 @@ static void test_short_send(void **state)
     struct eddy_loop *loop = loop_faults(&b, "seed=1;send=short:100@100%");
     int fds[2];
     ts_tcp_pair(fds);
-    static uint8_t data[4096], got[4096];
+    static uint8_t data[4096];
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = ts_pattern(i);
     struct one s = {.op = EDDY_OP_INIT};
@@ -533,13 +548,7 @@ static void test_short_send(void **state)
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.more_calls, 0);
     assert_int_equal(s.res, (int)sizeof data); /* the caller sees len */
-    size_t n = 0;
-    while (n < sizeof got) {
-        ssize_t k = read(fds[1], got + n, sizeof got - n);
-        assert_true(k > 0);
-        n += (size_t)k;
-    }
-    assert_memory_equal(got, data, sizeof data); /* every byte, in order */
+    expect_bytes(fds[1], data, sizeof data); /* every byte, in order */
     /* Preps with more than 100 bytes left: 4096, 3996, ..., 196. */
     struct eddy_fault_stat st = rule_stat(loop, 0);
     assert_true(st.injected == 40);
@@ -561,7 +570,7 @@ static void test_short_sendmsg(void **state)
     struct eddy_loop *loop = loop_faults(&b, "seed=1;sendmsg=short:100@100%");
     int fds[2];
     ts_tcp_pair(fds);
-    static uint8_t data[4096], got[4096];
+    static uint8_t data[4096];
     for (size_t i = 0; i < sizeof data; i++)
         data[i] = ts_pattern(i);
     struct iovec iov[3] = {{data, 1000}, {data + 1000, 0}, {data + 1000, 3096}};
@@ -572,13 +581,7 @@ static void test_short_sendmsg(void **state)
     assert_int_equal(s.calls, 1);
     assert_int_equal(s.more_calls, 0);
     assert_int_equal(s.res, (int)sizeof data);
-    size_t n = 0;
-    while (n < sizeof got) {
-        ssize_t k = read(fds[1], got + n, sizeof got - n);
-        assert_true(k > 0);
-        n += (size_t)k;
-    }
-    assert_memory_equal(got, data, sizeof data); /* every byte, in order */
+    expect_bytes(fds[1], data, sizeof data); /* every byte, in order */
     /* 10 cuts in the first iovec, 30 in the third; its last 96 bytes go
      * whole (nothing to shorten: not an event). */
     struct eddy_fault_stat st = rule_stat(loop, 0);
