@@ -54,7 +54,9 @@ static int parse_addr(const char *host, uint16_t port, struct sockaddr_storage *
 /* A bound TCP socket with the flags' options: 0 and *fd, or -errno. */
 static int open_bound(const struct sockaddr_storage *ss, socklen_t len, unsigned flags, int *fd)
 {
-    int s = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: the epoll backend then accepts without a poll(2)
+     * first, and io_uring does not care (it waits for readiness itself). */
+    int s = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0)
         return -errno;
     int one = 1, v6only = (flags & EDDY_LISTEN_V6ONLY) != 0;

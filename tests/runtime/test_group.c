@@ -503,6 +503,12 @@ static void test_listen_tcp(void **state)
                                          EDDY_LISTEN_DEFER_ACCEPT(1), &fd), 0);
         int port = eddy_sock_port(fd);
         assert_true(port > 0 && port < 65536);
+        /* Non-blocking, close-on-exec: an accept with nothing waiting
+         * returns at once (the epoll backend needs no poll(2) first). */
+        assert_true(fcntl(fd, F_GETFL) & O_NONBLOCK);
+        assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        assert_int_equal(accept4(fd, NULL, NULL, SOCK_CLOEXEC), -1);
+        assert_int_equal(errno, EAGAIN);
         int c = socket(h ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_storage ss;
         memset(&ss, 0, sizeof ss);

@@ -592,7 +592,8 @@ enum {
 #define EDDY_LISTEN_DEFER_ACCEPT(s) (((unsigned)(s) > 0xffffu ? 0xffffu : (unsigned)(s)) << 16)
 
 /*
- * Creates a listening TCP socket (SOCK_CLOEXEC, SO_REUSEADDR) on host:port:
+ * Creates a listening TCP socket (SOCK_NONBLOCK, SOCK_CLOEXEC, SO_REUSEADDR;
+ * accepted sockets do not inherit O_NONBLOCK) on host:port:
  * host is a numeric IPv4 or IPv6 address (NULL = "0.0.0.0"; "::" is dual
  * stack unless EDDY_LISTEN_V6ONLY), port 0 lets the kernel pick (see
  * eddy_sock_port), backlog 0 means 1024.  Without EDDY_LISTEN_REUSEPORT the
