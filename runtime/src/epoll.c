@@ -13,7 +13,8 @@
  * reap() drains on the loop's thread: never a callback from a starter or
  * from eddy_cancel().  -EAGAIN parks the op on its descriptor's FIFO of
  * readers, writers or pollers.  Each descriptor is registered once,
- * edge-triggered, for both directions; an edge re-runs the head of the
+ * edge-triggered, for reading (and writing from the first writer that
+ * waits: fd_register); an edge re-runs the head of the
  * matching FIFO until the kernel says -EAGAIN again.  Multishot kinds
  * (accept, recv_multi) stay at the head of their FIFO and deliver every
  * result of an edge (capped per edge for fairness: what is left is
@@ -27,12 +28,17 @@
  * back.  When the count falls to 0 the registration is forgotten (not
  * removed) and the next park asks again (EPOLL_CTL_ADD; EEXIST means it
  * still stands).  eddy_close and a descriptor returned by accept forget
- * it at once.  With a live registration, each direction remembers whether
+ * it at once; a connection just accepted from a listener that does not
+ * defer accept (TCP_DEFER_ACCEPT) is registered by its first read before
+ * any try, as its client's bytes are seldom there yet (FD_FRESH: one
+ * recv(2) less per connection; the registration reports bytes that are
+ * there).  With a live registration, each direction remembers whether
  * it may be ready (RDY_*): cleared by -EAGAIN, and by a read shorter than
  * asked from a stream socket (the queue was empty then; any later byte
  * raises a new edge; not once an edge reported hang-up or urgent data,
- * which a read can leave behind with no edge to come), set again by every
- * edge.  An op whose direction is
+ * which a read can leave behind with no edge to come; the socket type is
+ * asked at the second short read of a registration, so a connection that
+ * reads once never asks), set again by every edge.  An op whose direction is
  * known not ready parks without trying: no recv that is sure to fail.
  *
  * Why our own completion list and not loop->pending: an op on pending is
@@ -76,6 +82,8 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -173,11 +181,26 @@ static void not_ready(struct eddy_loop *loop, const struct eddy_op *op)
         f->st &= (uint8_t)~op_dir(op);
 }
 
-/* May a try of op's direction succeed?  Unknown counts as yes. */
+/* May a try of op's direction succeed?  Unknown counts as yes, but for a
+ * read of a fresh connection (FD_FRESH). */
 static bool may_be_ready(const struct fdent *f, const struct eddy_op *op)
 {
     unsigned dir = op_dir(op);
-    return !dir || !f || !(f->st & FD_REG) || (f->st & dir);
+    if (!dir || !f)
+        return true;
+    if (!(f->st & FD_REG))
+        return !(dir == RDY_IN && (f->st & FD_FRESH));
+    return f->st & dir;
+}
+
+/* accept returned fd: a new file under a number we may know.  Its entry
+ * forgets the old one; a connection from a listener that does not defer
+ * accept is FD_FRESH (the table grows for it: fd is a real descriptor). */
+static void fd_accepted(struct eddy_loop *loop, int fd, bool defers)
+{
+    struct fdent *f = defers ? fd_known(loop, fd) : fd_ent(loop, fd);
+    if (f)
+        f->st = defers ? 0 : FD_FRESH;
 }
 
 /*
@@ -195,6 +218,10 @@ static bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
         (msgflags & (MSG_PEEK | MSG_OOB)))
         return false;
     if (!(f->st & FD_TYPED)) {
+        if (!(f->st & FD_SHORT1)) {
+            f->st |= FD_SHORT1; /* may try once for nothing: no question yet */
+            return false;
+        }
         int type = 0;
         socklen_t len = sizeof type;
         f->st |= FD_TYPED;
@@ -210,16 +237,41 @@ static bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
 /*
  * Puts fd in the epoll set, once per registration (see the top): a
  * descriptor closed outside eddy and its number reused would otherwise
- * keep a registration the kernel already dropped.  EEXIST: it stands.
- * Readiness is unknown then, so both directions may be ready.
+ * keep a registration the kernel already dropped.  EEXIST: it stands (and
+ * gets EPOLLOUT if out asks for it).  Readiness is unknown then, so both
+ * directions may be ready.
+ *
+ * EPOLLOUT only once a writer waits (out; or fd_watch_out later): a socket
+ * is writable from the start, so with it every new registration would be
+ * reported at once, one event and often one more wait per connection for
+ * nothing; most connections never wait to write.
  */
-static int fd_register(struct eddy_loop *loop, int fd)
+#define EP_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLET)
+static int fd_register(struct eddy_loop *loop, int fd, bool out)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
-                             .data.fd = fd};
-    if (epoll_ctl(E(loop)->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno != EEXIST)
+    struct epoll_event ev = {.events = EP_EVENTS | (out ? EPOLLOUT : 0), .data.fd = fd};
+    if (epoll_ctl(E(loop)->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return -errno;
+    if (out && epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
         return -errno;
     return 0;
+}
+
+/* The first writer (or poller of POLLOUT) waits on a registration without
+ * EPOLLOUT: add it.  The kernel then reports the direction's readiness as
+ * it is now, so room made since the -EAGAIN is not missed. */
+static int fd_watch_out(struct eddy_loop *loop, int fd)
+{
+    struct epoll_event ev = {.events = EP_EVENTS | EPOLLOUT, .data.fd = fd};
+    return epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* Does op wait for room to write (or for POLLOUT)? */
+static bool wants_out(const struct eddy_op *op)
+{
+    return op_dir(op) == RDY_OUT || (op->kind == K_POLL && (op->u.poll.events & POLLOUT));
 }
 
 /* Runs fd's FIFOs of dirs (RDY_*) again next iteration: an edge left
@@ -269,14 +321,20 @@ static void park(struct eddy_loop *loop, struct eddy_op *op)
 {
     int fd = op_target_fd(op);
     struct fdent *f = fd_known(loop, fd);
+    bool out = wants_out(op);
     int rc = 0;
     if (!f || !(f->st & FD_REG)) {
         /* The kernel first: a bogus number never sizes the table. */
-        rc = fd < 0 ? -EBADF : fd_register(loop, fd);
+        rc = fd < 0 ? -EBADF : fd_register(loop, fd, out);
         if (!rc && !(f = fd_ent(loop, fd)))
             rc = -ENOMEM;
         if (!rc) /* readiness unknown: may be ready */
-            f->st = (uint8_t)((f->st & FD_NOSHORT) | FD_REG | RDY_IN | RDY_OUT);
+            f->st = (uint8_t)((f->st & FD_NOSHORT) | FD_REG | RDY_IN | RDY_OUT |
+                              (out ? FD_OUT : 0));
+    } else if (out && !(f->st & FD_OUT)) {
+        rc = fd_watch_out(loop, fd);
+        if (!rc)
+            f->st |= FD_OUT;
     }
     if (!rc && op->deadline_ns && !in_heap(op))
         rc = ep_heap_push(loop, op, op->deadline_ns);
@@ -335,13 +393,13 @@ static int accept_step(struct eddy_loop *loop, struct eddy_op *op)
         if (poll(&p, 1, 0) == 0)
             return STEP_WAIT;
     }
-    int fd = accept4(op->u.accept.fd, op->u.accept.addr, op->u.accept.addrlen,
-                     op->u.accept.flags);
+    int fd = ep_accept4(op->u.accept.fd, op->u.accept.addr, op->u.accept.addrlen,
+                        op->u.accept.flags);
     int res = fd >= 0 ? fd : -errno;
     if (res == -EAGAIN)
         return STEP_WAIT;
     if (res >= 0) {
-        fd_forget(loop, res); /* a new file under a number we may know */
+        fd_accepted(loop, res, op->pflags & PF_DEFERS);
         op->u.accept.backoff_ms = 0;
         loop->st.completions++;
         op_deliver(loop, op, res, 0);
@@ -383,7 +441,7 @@ static int recvm_step(struct eddy_loop *loop, struct eddy_op *op)
     unsigned len = fault_clamp_len(loop, op, pool->size);
     ssize_t n;
     do
-        n = recv(op->u.recvm.fd, eddy_bufpool_buf(pool, bid), len, MSG_DONTWAIT);
+        n = ep_recv(op->u.recvm.fd, eddy_bufpool_buf(pool, bid), len, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     int res = n >= 0 ? (int)n : -errno;
     if (res == -EAGAIN) {
@@ -513,8 +571,11 @@ static void epoll_close_fd(struct eddy_loop *loop, struct eddy_op *op)
     complete(loop, op, close(fd) < 0 ? -errno : 0);
 }
 
-/* The kinds that need no descriptor's readiness; true if op was taken. */
-static bool arm_direct(struct eddy_loop *loop, struct eddy_op *op)
+/* The kinds that need no descriptor's readiness (K_READ and K_WRITE
+ * only on regular files); true if op was taken.  Out of ep_arm's line:
+ * the sockets' path stays short. */
+#define DIRECT_KINDS (1u << K_TIMER | 1u << K_CLOSE | 1u << K_SHUTDOWN | 1u << K_READ | 1u << K_WRITE)
+static __attribute__((noinline)) bool arm_direct(struct eddy_loop *loop, struct eddy_op *op)
 {
     switch (op->kind) {
     case K_TIMER: {
@@ -555,7 +616,7 @@ static bool arm_direct(struct eddy_loop *loop, struct eddy_op *op)
 /* accept, once per start: what accept4 would say of a descriptor that is
  * not a listening socket, without calling it on a blocking one.  False:
  * op ended with that error. */
-static bool accept_check(struct eddy_loop *loop, struct eddy_op *op)
+static __attribute__((noinline)) bool accept_check(struct eddy_loop *loop, struct eddy_op *op)
 {
     int fd = op->u.accept.fd, on = 0;
     socklen_t len = sizeof on;
@@ -566,6 +627,10 @@ static bool accept_check(struct eddy_loop *loop, struct eddy_op *op)
     }
     if (!ep_is_nonblocking(fd))
         op->pflags |= PF_BLOCKING;
+    int defer = 0; /* off TCP the question fails: no deferring */
+    len = sizeof defer;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, &len) == 0 && defer > 0)
+        op->pflags |= PF_DEFERS;
     return true;
 }
 
@@ -590,7 +655,7 @@ static void ep_arm(struct eddy_loop *loop, struct eddy_op *op)
     drop_owed_cancel(loop, op);
     op->state = ST_KERNEL;
     op->ts.tv_sec = 0; /* not in the heap */
-    if (arm_direct(loop, op))
+    if (((DIRECT_KINDS >> op->kind) & 1) && arm_direct(loop, op))
         return;
     /* Ops already waiting on fd in the same direction keep their turn.
      * (The table grows only when an op parks: by then the kernel has
@@ -761,6 +826,14 @@ static void ep_reap(struct eddy_loop *loop)
         drain_done(loop);
     int n = e->nevents;
     e->nevents = 0;
+    /* The woken descriptors' entries, all asked for before the first is
+     * read: the kernel's work since the last look has evicted them, and
+     * the misses then overlap instead of coming one per event. */
+    for (int i = 0; i < n; i++) {
+        int fd = e->events[i].data.fd;
+        if (fd >= 0 && fd < e->nfds)
+            __builtin_prefetch(&e->fds[fd]);
+    }
     for (int i = 0; i < n; i++)
         fd_events(loop, e->events[i].data.fd, e->events[i].events);
     /* Edges left unfinished (budget) and fresh multishot arms. */

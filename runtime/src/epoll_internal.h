@@ -11,6 +11,9 @@
 
 #include <assert.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 /* epoll events taken per wait at most (opts->cq_entries may ask fewer). */
 #define EVENTS_MAX 128
@@ -28,6 +31,15 @@ enum {
     FD_NOSHORT = 32, /* an edge said hang-up, error or urgent data: more may
                         wait after a short read with no edge to come (EOF
                         behind the data, the bytes past an urgent mark) */
+    FD_SHORT1 = 64, /* a short read came before FD_TYPED: the next one asks
+                       the type (a connection that reads once never does) */
+    /* Bit 7 means one thing before the registration and another with it: */
+    FD_FRESH = 128, /* without FD_REG: just returned by an accept whose
+                       listener does not defer; its first read waits for an
+                       edge instead of trying (the client's bytes are seldom
+                       there yet; the registration reports them if they are) */
+    FD_OUT = 128,   /* with FD_REG: the registration includes EPOLLOUT (the
+                       first writer to wait adds it) */
 };
 
 /*
@@ -113,36 +125,24 @@ static inline struct epoll_loop *E(struct eddy_loop *loop)
 #define RES_EAGAIN INT32_MIN
 
 
-/* Which FIFO of its descriptor an op waits in. */
-static inline struct opfifo *op_queue(struct fdent *f, const struct eddy_op *op)
-{
-    switch (op->kind) {
-    case K_POLL:
-        return &f->pl;
-    case K_CONNECT:
-    case K_SEND:
-    case K_SENDMSG:
-    case K_WRITE:
-        return &f->wr;
-    default:
-        return &f->rd;
-    }
-}
+/* The kinds that wait for room to write; pollers wait for anything; the
+ * rest wait for bytes to read (a bit test, not a branch per kind). */
+#define WRITE_KINDS (1u << K_CONNECT | 1u << K_SEND | 1u << K_SENDMSG | 1u << K_WRITE)
+_Static_assert(K_INTERNAL_READ < 32, "a kind is a bit of an unsigned mask");
 
 /* The readiness an op waits for (RDY_*; 0 for pollers: always tried). */
 static inline unsigned op_dir(const struct eddy_op *op)
 {
-    switch (op->kind) {
-    case K_POLL:
+    if (op->kind == K_POLL)
         return 0;
-    case K_CONNECT:
-    case K_SEND:
-    case K_SENDMSG:
-    case K_WRITE:
-        return RDY_OUT;
-    default:
-        return RDY_IN;
-    }
+    return (WRITE_KINDS >> op->kind) & 1 ? RDY_OUT : RDY_IN;
+}
+
+/* Which FIFO of its descriptor an op waits in. */
+static inline struct opfifo *op_queue(struct fdent *f, const struct eddy_op *op)
+{
+    unsigned dir = op_dir(op);
+    return dir == RDY_IN ? &f->rd : dir == RDY_OUT ? &f->wr : &f->pl;
 }
 
 /* ---- epoll_heap.c: timers, deadlines and accept back-offs --------------- */
@@ -163,6 +163,34 @@ void ep_heap_remove(struct eddy_loop *loop, struct eddy_op *op);
 int64_t ep_heap_timeout(struct eddy_loop *loop);
 
 /* ---- epoll_sys.c: the system calls of each kind ------------------------ */
+
+/*
+ * The socket calls of a step, made with syscall(2) rather than through
+ * libc's wrappers: those are pthread cancellation points, which in a
+ * process with more than one thread (every loop group) cost two atomic
+ * operations around each call, per message; and a loop thread is not to
+ * be cancelled in the middle of a step anyway.  -1 and errno, as the
+ * wrappers.
+ */
+static inline ssize_t ep_recv(int fd, void *buf, size_t len, int flags)
+{
+    return syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+}
+
+static inline ssize_t ep_send(int fd, const void *buf, size_t len, int flags)
+{
+    return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+static inline ssize_t ep_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return syscall(SYS_sendmsg, fd, msg, flags);
+}
+
+static inline int ep_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    return (int)syscall(SYS_accept4, fd, addr, len, flags);
+}
 
 bool ep_is_nonblocking(int fd);
 bool ep_is_regular(int fd);

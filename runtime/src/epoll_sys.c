@@ -44,8 +44,8 @@ static int send_try(struct eddy_loop *loop, struct eddy_op *op)
         loop->st.sqes++;
         /* fault_clamp_len: the fault injector's short:N; the rest follows */
         unsigned len = fault_clamp_len(loop, op, op->u.send.len - op->u.send.done);
-        ssize_t n = send(op->u.send.fd, (const char *)op->u.send.buf + op->u.send.done, len,
-                         (int)(op->u.send.msgflags | MSG_NOSIGNAL | MSG_DONTWAIT));
+        ssize_t n = ep_send(op->u.send.fd, (const char *)op->u.send.buf + op->u.send.done, len,
+                            (int)(op->u.send.msgflags | MSG_NOSIGNAL | MSG_DONTWAIT));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -67,8 +67,8 @@ static int sendmsg_try(struct eddy_loop *loop, struct eddy_op *op)
         const void *buf;
         size_t cut = fault_sendmsg_len(loop, op, &buf); /* short:N, else 0 */
         int flags = (int)(op->u.sendmsg.msgflags | MSG_NOSIGNAL | MSG_DONTWAIT);
-        ssize_t n = cut ? send(op->u.sendmsg.fd, buf, cut, flags)
-                        : sendmsg(op->u.sendmsg.fd, op->u.sendmsg.msg, flags);
+        ssize_t n = cut ? ep_send(op->u.sendmsg.fd, buf, cut, flags)
+                        : ep_sendmsg(op->u.sendmsg.fd, op->u.sendmsg.msg, flags);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -130,8 +130,8 @@ int ep_try_once(struct eddy_loop *loop, struct eddy_op *op)
     case K_RECV:
         loop->st.sqes++;
         do
-            n = recv(op->u.recv.fd, op->u.recv.buf, op->u.recv.len,
-                     (int)(op->u.recv.msgflags | MSG_DONTWAIT));
+            n = ep_recv(op->u.recv.fd, op->u.recv.buf, op->u.recv.len,
+                        (int)(op->u.recv.msgflags | MSG_DONTWAIT));
         while (n < 0 && errno == EINTR);
         return n < 0 ? -errno : (int)n;
     case K_SEND:

@@ -69,6 +69,7 @@ enum {
     PF_BLOCKING = 1u << 14,   /* epoll: accept on a blocking listener: poll(2) before accept4 */
     PF_FAULT_SKIP = 1u << 15, /* fault.c: a delayed final, not to be faulted again */
     PF_FDREF = 1u << 16,      /* epoll: counted in its descriptor's busy count */
+    PF_DEFERS = 1u << 17,     /* epoll: accept on a TCP_DEFER_ACCEPT listener (bytes come first) */
     /* fault.c: bits 24..31 hold an errno a multishot op ends with (its
      * cancel is on its way); eddy_cancel() clears them */
     PF_FAULT_END_SHIFT = 24,
@@ -245,27 +246,17 @@ static inline void op_arm(struct eddy_loop *loop, struct eddy_op *op)
     loop->be->arm(loop, op);
 }
 
-/* The descriptor op works on (any kind with one; the rest: u.rw's). */
+/* The descriptor op works on (any kind with one; the rest: u.rw's): every
+ * member of op->u with a descriptor keeps it first, so one load serves
+ * every kind (the epoll backend asks several times per operation). */
+#define FD_FIRST(m) (offsetof(struct eddy_op, u.m.fd) == offsetof(struct eddy_op, u.rw.fd))
+_Static_assert(FD_FIRST(accept) && FD_FIRST(connect) && FD_FIRST(recv) && FD_FIRST(recvm) &&
+                   FD_FIRST(send) && FD_FIRST(sendmsg) && FD_FIRST(poll) && FD_FIRST(shut),
+               "the descriptor is the first field of every member of eddy_op.u that has one");
+#undef FD_FIRST
 static inline int op_target_fd(const struct eddy_op *op)
 {
-    switch (op->kind) {
-    case K_ACCEPT:
-        return op->u.accept.fd;
-    case K_CONNECT:
-        return op->u.connect.fd;
-    case K_RECV:
-        return op->u.recv.fd;
-    case K_RECV_MULTI:
-        return op->u.recvm.fd;
-    case K_SEND:
-        return op->u.send.fd;
-    case K_SENDMSG:
-        return op->u.sendmsg.fd;
-    case K_POLL:
-        return op->u.poll.fd;
-    default:
-        return op->u.rw.fd;
-    }
+    return op->u.rw.fd;
 }
 
 /* An op that owes a cancel sits on the backlog while the kernel still has
