@@ -55,6 +55,7 @@
 #include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,27 +67,39 @@
 
 struct loopctx;
 
+/*
+ * A connection, laid out for the cache: what every message touches (the
+ * fields below and the two ops) is five whole cache lines, 64-aligned, so
+ * no op straddles a third; the rest follows.
+ */
+#define LINE 64
+
 struct conn {
-    struct eddy_op recv_op, send_op, close_op;
-    struct loopctx *lc;
-    struct conn *next, *prev; /* live list, or the free list (next only) */
+    /* hot: every message */
+    _Alignas(LINE) struct loopctx *lc;
     struct conn *snext, *sprev; /* lc's sends in flight, oldest first */
     int64_t send_ns;          /* when the send in flight started */
-    bool in_sends;            /* on that list */
     int fd;
     /* queue of received buffers, linked through lc->bnext by buffer id;
      * the first `sending` of them are in the send in flight */
     uint16_t qhead, qtail;
     unsigned qcount, sending;
+    bool in_sends;            /* on that list */
     bool closing;             /* error, reset or shutdown: tear down */
     bool eof;                 /* peer finished sending: close when drained */
     bool paused;              /* receive not re-armed: back-pressure */
+    _Alignas(LINE) struct eddy_op recv_op;
+    _Alignas(LINE) struct eddy_op send_op;
+    /* cold: connection set-up and teardown, sends of several buffers */
+    struct eddy_op close_op;
+    struct conn *next, *prev; /* live list, or the free list (next only) */
     struct msghdr msg;
     struct iovec iov[SEND_BATCH];
 };
 
 struct chunk {
     struct chunk *next;
+    void *mem;                /* what eddy_loop_alloc gave: LINE-1 more, to align */
     struct conn conns[CONN_CHUNK];
 };
 
@@ -129,9 +142,11 @@ static struct {
 static struct conn *conn_get(struct loopctx *lc)
 {
     if (!lc->free_conns) {
-        struct chunk *ch = eddy_loop_alloc(lc->loop, sizeof *ch);
-        if (!ch)
+        void *mem = eddy_loop_alloc(lc->loop, sizeof(struct chunk) + LINE - 1);
+        if (!mem)
             return NULL;
+        struct chunk *ch = (struct chunk *)(((uintptr_t)mem + LINE - 1) & ~(uintptr_t)(LINE - 1));
+        ch->mem = mem;
         ch->next = lc->chunks;
         lc->chunks = ch;
         for (int i = CONN_CHUNK - 1; i >= 0; i--) {
@@ -538,7 +553,7 @@ static void loop_teardown(struct eddy_group *g, unsigned i, struct eddy_loop *lo
     while (lc->chunks) {
         struct chunk *ch = lc->chunks;
         lc->chunks = ch->next;
-        eddy_loop_free(loop, ch);
+        eddy_loop_free(loop, ch->mem);
     }
 }
 
