@@ -170,7 +170,7 @@ done
 
 echo
 # Summary: medians, spread (min..max) and the eddy/epoll ratios of medians.
-awk -v json="$json" -v conns="$conns" -v depth="$depth" -v secs="$secs" '
+awk -v json="$json" -v backend="${EDDY_BACKEND:-}" -v conns="$conns" -v depth="$depth" -v secs="$secs" '
 function median(arr, n,   i, j, t, a) {
     for (i = 1; i <= n; i++) a[i] = arr[i]
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
@@ -210,7 +210,11 @@ END {
         }
         prm = median(pr, c); pum = median(pu, c)
         printf "%-6s ratio  eddy/epoll per round:  msgs/s %.3f (%.3f..%.3f)   CPU/msg %.3f (%.3f..%.3f)\n", sz, prm, mn(pr, c), mx(pr, c), pum, mn(pu, c), mx(pu, c)
-        if (sz == 64)
+        # The goals at 64 B: on io_uring, beat the readiness design; on
+        # epoll, emulate the completion contract on it for almost nothing.
+        if (sz == 64 && backend == "epoll")
+            printf "goal at 64 B on epoll: CPU/msg <= 1.05x: %s (of medians %.3f, per round %.3f)\n", (ru <= 1.05 && pum <= 1.05 ? "met" : "NOT met"), ru, pum
+        else if (sz == 64)
             printf "goal at 64 B: msgs/s >= 1.2x: %s (%.3f); CPU/msg <= 0.8x: %s (%.3f)\n", (rr >= 1.2 ? "met" : "NOT met"), rr, (ru <= 0.8 ? "met" : "NOT met"), ru
         printf "\n"
         if (json != "") {

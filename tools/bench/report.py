@@ -7,9 +7,11 @@ RAWDIR holds what bench-http.sh recorded: meta (key=value), runs.tsv (one
 line per wrk run: CPU ticks of the server, busy ticks of the server's and
 the load's CPUs, the wrk output file), idle.tsv (RSS before/after holding
 N idle connections) and the wrk outputs.  Every figure is the median over
-rounds with min..max; ratios are of medians, and for eddy/nginx also per
-round (each pair ran within a minute of each other), whose range says
-whether a verdict is clear or within the noise.
+rounds with min..max; ratios are of medians, and also per round (each
+pair ran within a minute of each other): their range says whether a
+verdict is clear or within the noise, their median is the steadier
+figure.  With a baseline (bench-http.sh --baseline), eddy/eddy-base is
+the A/B of a change.
 """
 import json
 import os
@@ -127,6 +129,25 @@ IDLE_METRICS = [
 ]
 
 
+def ratio_of(row, data, scen, key, s, base):
+    """s against base in one row: the ratio of medians, and the per-round
+    ratios (each pair ran back to back): their range and their median,
+    which drift between rounds moves less than the medians' ratio."""
+    a_st, b_st = row["servers"].get(s), row["servers"].get(base)
+    if not a_st or not b_st or not b_st["median"]:
+        return None
+    ratio = {"of_medians": a_st["median"] / b_st["median"]}
+    a, b = data.get((scen, s), []), data.get((scen, base), [])
+    paired = [x[key] / y[key] for x, y in zip(a, b) if x[key] is not None and y[key]]
+    if paired:
+        ratio["per_round_min"] = min(paired)
+        ratio["per_round_max"] = max(paired)
+        ratio["per_round_median"] = statistics.median(paired)
+        ratio["per_round_higher"] = sum(1 for v in paired if v > 1)
+        ratio["rounds"] = len(paired)
+    return ratio
+
+
 def build(meta, runs, idle):
     servers = [s for s in ORDER if s in meta.get("servers", "").split()]
     rows = []
@@ -142,20 +163,16 @@ def build(meta, runs, idle):
                    "unit": unit, "format": fmt, "servers": {}, "ratios": {}}
             for s in servers:
                 row["servers"][s] = stats([r[key] for r in data.get((scen, s), [])])
-            base = row["servers"].get("nginx")
-            if lower is not None and base and base["median"]:
+            if lower is not None:
                 for s in servers:
-                    st = row["servers"][s]
-                    if s == "nginx" or not st:
-                        continue
-                    ratio = {"of_medians": st["median"] / base["median"]}
-                    a, b = data.get((scen, s), []), data.get((scen, "nginx"), [])
-                    paired = [x[key] / y[key] for x, y in zip(a, b)
-                              if x[key] is not None and y[key]]
-                    if paired:
-                        ratio["per_round_min"] = min(paired)
-                        ratio["per_round_max"] = max(paired)
-                    row["ratios"][s] = ratio
+                    if s != "nginx":
+                        q = ratio_of(row, data, scen, key, s, "nginx")
+                        if q:
+                            row["ratios"][s] = q
+                # The A/B of a change: this build against the baseline's.
+                q = ratio_of(row, data, scen, key, "eddy", "eddy-base")
+                if q:
+                    row["ratio_base"] = q
             rows.append(row)
     return servers, rows
 
@@ -239,7 +256,8 @@ def rcell(q):
     if not q:
         return "-"
     if "per_round_min" in q and q["per_round_min"] != q["per_round_max"]:
-        return "%.2f (%.2f..%.2f)" % (q["of_medians"], q["per_round_min"], q["per_round_max"])
+        return "%.2f (%.2f..%.2f, per round %.2f)" % (q["of_medians"], q["per_round_min"],
+                                                     q["per_round_max"], q["per_round_median"])
     return "%.2f" % q["of_medians"]
 
 
@@ -252,13 +270,16 @@ def verdict(g):
 
 def table(servers, rows):
     others = [s for s in servers if s != "nginx"]
-    head = ["figure"] + servers + ["%s/nginx" % s for s in others]
+    ab = "eddy" in servers and "eddy-base" in servers
+    head = ["figure"] + servers + ["%s/nginx" % s for s in others] + (["eddy/eddy-base"] if ab else [])
     body = []
     for r in rows:
         unit = " (%s)" % r["unit"] if r["unit"] else ""
         line = ["%s: %s%s" % (r["scenario_label"], r["label"], unit)]
         line += [cell(r["servers"].get(s), r["format"]) for s in servers]
         line += [rcell(r["ratios"].get(s)) for s in others]
+        if ab:
+            line.append(rcell(r.get("ratio_base")))
         body.append(line)
     return head, body
 
