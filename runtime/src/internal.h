@@ -70,6 +70,8 @@ enum {
     PF_FAULT_SKIP = 1u << 15, /* fault.c: a delayed final, not to be faulted again */
     PF_FDREF = 1u << 16,      /* epoll: counted in its descriptor's busy count */
     PF_DEFERS = 1u << 17,     /* epoll: accept on a TCP_DEFER_ACCEPT listener (bytes come first) */
+    PF_POLL_FIRST = 1u << 18, /* io_uring: a single-shot accept that met -EAGAIN waits for
+                                 readiness before each accept (a non-blocking listener on 5.10) */
     /* fault.c: bits 24..31 hold an errno a multishot op ends with (its
      * cancel is on its way); eddy_cancel() clears them */
     PF_FAULT_END_SHIFT = 24,

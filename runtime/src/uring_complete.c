@@ -76,26 +76,36 @@ static void complete_accept(struct eddy_loop *loop, struct eddy_op *op, int res,
     if (res >= 0) {
         op->u.accept.backoff_ms = 0;
         if (!more) {
-            if (cancel)
+            if (cancel) {
                 op_defer_final(loop, op, -ECANCELED);
-            else
-                uring_arm(loop, op); /* single-shot, or the kernel ended multishot */
+            } else {
+                /* Single-shot, or the kernel ended multishot.  A kernel
+                 * that said -EAGAIN for this listener (5.10 does for a
+                 * non-blocking one rather than wait) would say it again
+                 * for an empty queue: wait for readiness first, one
+                 * operation less per connection. */
+                if (op->pflags & PF_POLL_FIRST)
+                    op->pflags |= PF_AGAIN;
+                uring_arm(loop, op);
+            }
         }
         op_deliver(loop, op, res, 0);
         return;
     }
     if (more)
         return; /* an error the multishot accept survives */
-    if (cancel || res == -ECANCELED)
+    if (cancel || res == -ECANCELED) {
         op_finish(loop, op, cancel ? -ECANCELED : res);
-    else if (res == -EAGAIN && wait_ready(loop, op))
-        return;
-    else if (accept_transient(res))
+    } else if (res == -EAGAIN) {
+        op->pflags |= PF_POLL_FIRST; /* from now on (above) */
+        wait_ready(loop, op);        /* accept waits for POLLIN: always taken */
+    } else if (accept_transient(res)) {
         uring_arm(loop, op);
-    else if (accept_exhausted(res))
+    } else if (accept_exhausted(res)) {
         accept_back_off(loop, op, res);
-    else
+    } else {
         op_finish(loop, op, res);
+    }
 }
 
 static void backoff_done(struct eddy_loop *loop, struct eddy_op *op, int res)
