@@ -12,13 +12,21 @@
 # usage: tools/bench-echo.sh [--build-dir DIR] [--rounds N] [--time S]
 #                            [--conns N] [--depth D] [--sizes "64 4096"]
 #                            [--server-cpu C] [--load-cpu C] [--json FILE]
-#                            [--no-build] [--backend B]
+#                            [--no-build] [--backend B] [--together]
 #   --build-dir DIR  default build/bench, configured here (Release, no
 #                    tests); a DIR configured by someone else (a preset's)
 #                    is only built, with its own options
 #   --backend B      run eddy-echo with EDDY_BACKEND=B (auto, io_uring or
 #                    epoll; default: the environment's); the echo-epoll
 #                    reference is the same either way
+#   --together       run the two at the same time, both on the server CPU,
+#                    one echo-load each on the load CPU, instead of one
+#                    after the other: each gets about half the CPU, and the
+#                    machine's drift within a round (on a shared VM it moves
+#                    the CPU per message by +-20% from second to second)
+#                    hits both alike, so the per-round ratio is steady to a
+#                    few percent.  Absolute figures are then under
+#                    contention: compare the ratios.
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +42,7 @@ load_cpu=0
 json=""
 do_build=1
 backend=""
+together=0
 
 # The comment at the top, up to the first line of code.
 # shellcheck source=tools/bench/common.sh
@@ -52,6 +61,7 @@ while [ $# -gt 0 ]; do
     --json) json=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --backend) backend=$2; shift 2 ;;
+    --together) together=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench-echo: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -122,19 +132,31 @@ hz=$(getconf CLK_TCK)
 
 echo "eddy-echo pid $eddy_pid port $eddy_port; echo-epoll pid $epoll_pid port $epoll_port"
 echo "servers on CPU $server_cpu, echo-load on CPU $load_cpu; $conns connections, depth $depth, ${secs}s per run, $rounds rounds"
+[ "$together" = 1 ] && echo "together: both servers run at once, each with its own echo-load (compare the ratios)"
 echo "kernel $(uname -r); $(nproc) CPUs; eddy-echo with EDDY_BACKEND=${EDDY_BACKEND:-(unset: auto)}"
 echo
 
 results="$tmp/results"
 : >"$results"
-# run_one NAME PID PORT SIZE ROUND
-run_one() {
-    local name=$1 pid=$2 port=$3 size=$4 round=$5
-    local before after out
-    before=$(cpu_ticks "$pid")
-    out=$(taskset -c "$load_cpu" "$load_bin" --port "$port" -c "$conns" -d "$depth" \
-          -s "$size" -t "$secs")
+# A run is a load started (load_start: the server's CPU ticks before, and
+# echo-load in the background) and then finished (load_end: waits, reads
+# the ticks after, records one line of results).
+# load_start NAME PID PORT SIZE
+load_start() {
+    local name=$1 pid=$2 port=$3 size=$4
+    tick0[$name]=$(cpu_ticks "$pid")
+    taskset -c "$load_cpu" "$load_bin" --port "$port" -c "$conns" -d "$depth" \
+        -s "$size" -t "$secs" >"$tmp/$name.load" &
+    lpid[$name]=$!
+}
+
+# load_end NAME PID SIZE ROUND
+load_end() {
+    local name=$1 pid=$2 size=$3 round=$4
+    wait "${lpid[$name]}" || { echo "bench-echo: echo-load against $name failed" >&2; exit 1; }
+    local before=${tick0[$name]} after out
     after=$(cpu_ticks "$pid")
+    out=$(<"$tmp/$name.load")
     kill -0 "$pid" 2>/dev/null || { echo "bench-echo: $name died" >&2; exit 1; }
     local msgs rate p50 p99 errs lcpu
     msgs=$(sed -n 's/.*msgs=\([0-9]*\) .*/\1/p' <<<"$out")
@@ -155,15 +177,29 @@ run_one() {
     tail -n1 "$results" | awk '{printf "  round %s %-5s %5s B: %9.0f msgs/s  %.3f CPU-us/msg (user %.3f sys %.3f)  server CPU %3.0f%%  p50 %s us p99 %s us  load CPU %ss  errors %s\n", $3, $1, $2, $5, $6, $7, $8, $13*100, $9, $10, $12, $11}'
 }
 
+declare -A tick0 lpid
+run_eddy_start() { load_start eddy "$eddy_pid" "$eddy_port" "$1"; }
+run_epoll_start() { load_start epoll "$epoll_pid" "$epoll_port" "$1"; }
+run_eddy_end() { load_end eddy "$eddy_pid" "$1" "$2"; }
+run_epoll_end() { load_end epoll "$epoll_pid" "$1" "$2"; }
+
 for size in $sizes; do
     for r in $(seq "$rounds"); do
-        # Alternate which goes first, so neither always runs on a warm cache.
-        if [ $((r % 2)) = 1 ]; then
-            run_one eddy "$eddy_pid" "$eddy_port" "$size" "$r"
-            run_one epoll "$epoll_pid" "$epoll_port" "$size" "$r"
+        if [ "$together" = 1 ]; then
+            # Both at once, sharing the server CPU (and the load CPU): what
+            # the machine does to one in that round it does to the other.
+            run_eddy_start "$size"
+            run_epoll_start "$size"
+            run_eddy_end "$size" "$r"
+            run_epoll_end "$size" "$r"
+        elif [ $((r % 2)) = 1 ]; then
+            # One after the other, alternating which goes first, so neither
+            # always runs on a warm cache.
+            run_eddy_start "$size"; run_eddy_end "$size" "$r"
+            run_epoll_start "$size"; run_epoll_end "$size" "$r"
         else
-            run_one epoll "$epoll_pid" "$epoll_port" "$size" "$r"
-            run_one eddy "$eddy_pid" "$eddy_port" "$size" "$r"
+            run_epoll_start "$size"; run_epoll_end "$size" "$r"
+            run_eddy_start "$size"; run_eddy_end "$size" "$r"
         fi
     done
 done
