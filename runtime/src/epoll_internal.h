@@ -1,8 +1,8 @@
 /*
  * The epoll backend's own internals, shared by epoll.c (the backend
- * interface, descriptors and their wait queues), epoll_heap.c (timers) and
- * epoll_sys.c (the system call of each op kind).  See epoll.c for the
- * design.
+ * interface and the descriptors' wait queues), epoll_fd.c (the descriptor
+ * table), epoll_heap.c (timers) and epoll_sys.c (the system call of each
+ * op kind).  See epoll.c for the design.
  */
 #ifndef EDDY_EPOLL_INTERNAL_H
 #define EDDY_EPOLL_INTERNAL_H
@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <assert.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -199,5 +200,59 @@ bool ep_is_regular(int fd);
 int ep_rw_try(struct eddy_op *op, bool wr);
 /* One try of a single-shot kind: its result, or -EAGAIN to wait. */
 int ep_try_once(struct eddy_loop *loop, struct eddy_op *op);
+
+/* ---- epoll_fd.c: the descriptor table ----------------------------------- */
+
+struct fdent *fd_ent(struct eddy_loop *loop, int fd);
+void fd_forget(struct eddy_loop *loop, int fd);
+void fd_unref(struct eddy_loop *loop, int fd);
+void op_unref(struct eddy_loop *loop, struct eddy_op *op);
+void fd_accepted(struct eddy_loop *loop, int fd, bool defers);
+bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked, unsigned msgflags);
+int fd_register(struct eddy_loop *loop, int fd, bool out);
+int fd_watch_out(struct eddy_loop *loop, int fd);
+void fd_retry(struct eddy_loop *loop, int fd, unsigned dirs);
+
+/* The entry of fd if the table has one (a descriptor that parked once). */
+static inline struct fdent *fd_known(struct eddy_loop *loop, int fd)
+{
+    struct epoll_loop *e = E(loop);
+    return fd >= 0 && fd < e->nfds ? &e->fds[fd] : NULL;
+}
+
+/* op is held by the backend on f's behalf: the registration stays known. */
+static inline void fd_ref(struct fdent *f, struct eddy_op *op)
+{
+    if (!(op->pflags & PF_FDREF) && f->busy != UINT16_MAX) {
+        op->pflags |= PF_FDREF;
+        f->busy++;
+    }
+}
+
+/* A try in op's direction said -EAGAIN: wait for the next edge. */
+static inline void not_ready(struct eddy_loop *loop, const struct eddy_op *op)
+{
+    struct fdent *f = fd_known(loop, op_target_fd(op));
+    if (f)
+        f->st &= (uint8_t)~op_dir(op);
+}
+
+/* May a try of op's direction succeed?  Unknown counts as yes, but for a
+ * read of a fresh connection (FD_FRESH). */
+static inline bool may_be_ready(const struct fdent *f, const struct eddy_op *op)
+{
+    unsigned dir = op_dir(op);
+    if (!dir || !f)
+        return true;
+    if (!(f->st & FD_REG))
+        return !(dir == RDY_IN && (f->st & FD_FRESH));
+    return f->st & dir;
+}
+
+/* Does op wait for room to write (or for POLLOUT)? */
+static inline bool wants_out(const struct eddy_op *op)
+{
+    return op_dir(op) == RDY_OUT || (op->kind == K_POLL && (op->u.poll.events & POLLOUT));
+}
 
 #endif
