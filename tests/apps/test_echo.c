@@ -242,7 +242,7 @@ static void echo_all(struct client *cl, size_t n, unsigned timeout_ms)
                     c->sent += (size_t)w;
             }
             if (p[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-                ssize_t got = recv(c->fd, rx, 65536, 0);
+                ssize_t got = ts_recv(c->fd, rx, 65536, 0);
                 if (got < 0) {
                     assert_int_equal(errno, EAGAIN);
                     continue;
@@ -308,13 +308,13 @@ static void test_echo_many(void **state)
     char b[8] = "abcdefg";
     assert_int_equal(send(busy, b, sizeof b, 0), (ssize_t)sizeof b);
     char r[8];
-    assert_int_equal(recv(busy, r, sizeof r, MSG_WAITALL), (ssize_t)sizeof r);
+    assert_int_equal(ts_recv(busy, r, sizeof r, MSG_WAITALL), (ssize_t)sizeof r);
     assert_memory_equal(r, b, sizeof b);
     assert_int_equal(server_stop(&s), 0);
     /* The server closed them: EOF (or a reset), never a hang. */
     struct timeval tv = {.tv_sec = 2};
     setsockopt(idle, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ssize_t got = recv(idle, r, sizeof r, 0);
+    ssize_t got = ts_recv(idle, r, sizeof r, 0);
     assert_true(got == 0 || (got < 0 && errno == ECONNRESET));
     close(idle);
     close(busy);
@@ -487,7 +487,7 @@ static int fresh_echo_ms(uint16_t port, const int *hogs, size_t nhogs, unsigned 
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 10) <= 0)
             continue;
-        ssize_t n = recv(fd, r + got, sizeof r - got, MSG_DONTWAIT);
+        ssize_t n = ts_recv(fd, r + got, sizeof r - got, MSG_DONTWAIT);
         assert_true(n > 0);
         got += (size_t)n;
         if (got >= 5) {
@@ -605,7 +605,7 @@ static void echo_once(uint16_t port)
     struct timeval tv = {.tv_sec = 2};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char r[4];
-    assert_int_equal(recv(fd, r, sizeof r, MSG_WAITALL), 4);
+    assert_int_equal(ts_recv(fd, r, sizeof r, MSG_WAITALL), 4);
     assert_memory_equal(r, "ping", 4);
     close(fd);
 }

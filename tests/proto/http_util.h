@@ -556,9 +556,7 @@ static int cli_read(int fd, struct resp *out, int want, int head, int *eof, int 
             return got;
         if (len == sizeof buf)
             return got;
-        ssize_t n = recv(fd, buf + len, sizeof buf - len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = ts_recv(fd, buf + len, sizeof buf - len, 0);
         if (n <= 0) {
             *eof = n == 0 ? 1 : -1; /* -1: reset or timeout */
             if (got < want) {
@@ -612,9 +610,7 @@ static long wire(int port, const char *req, size_t len, char *out, size_t cap)
     size_t n = 0;
     long rc = -1;
     for (;;) {
-        ssize_t k = recv(fd, out + n, cap - 1 - n, 0);
-        if (k < 0 && errno == EINTR)
-            continue;
+        ssize_t k = ts_recv(fd, out + n, cap - 1 - n, 0);
         if (k == 0)
             rc = 0;
         if (k <= 0)

@@ -336,7 +336,7 @@ static void test_mutations(void **state)
         char sink[4096];
         int64_t end = ts_now_ms() + 3000;
         ssize_t n;
-        while ((n = recv(fd, sink, sizeof sink, 0)) > 0 && ts_now_ms() < end)
+        while ((n = ts_recv(fd, sink, sizeof sink, 0)) > 0 && ts_now_ms() < end)
             ;
         assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
         close(fd);

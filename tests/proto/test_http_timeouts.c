@@ -108,7 +108,7 @@ static void test_silent_connection(void **state)
     int fd = cli_connect(atomic_load(&H.port));
     int64_t t0 = ts_now_ms();
     char buf[64];
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    ssize_t n = ts_recv(fd, buf, sizeof buf, 0);
     int64_t dt = ts_now_ms() - t0;
     assert_int_equal(n, 0); /* closed quietly: no 408 to a client that said nothing */
     assert_true(dt >= 280 && dt < 1500);
@@ -132,7 +132,7 @@ static void test_idle_keepalive(void **state)
     assert_int_equal(r.status, 200);
     t0 = ts_now_ms();
     char buf[64];
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    ssize_t n = ts_recv(fd, buf, sizeof buf, 0);
     int64_t dt = ts_now_ms() - t0;
     assert_int_equal(n, 0);
     assert_true(dt >= 280 && dt < 1500);
@@ -220,7 +220,7 @@ static void test_slow_reader(void **state)
     struct timeval tv = {.tv_sec = 2};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     for (;;) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        ssize_t n = ts_recv(fd, buf, sizeof buf, 0);
         if (n <= 0)
             break;
         total += (size_t)n;
@@ -251,7 +251,7 @@ static void test_steady_reader_ok(void **state)
     size_t total = 0;
     int64_t t0 = ts_now_ms();
     while (total < 8000000) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        ssize_t n = ts_recv(fd, buf, sizeof buf, 0);
         if (n <= 0)
             break;
         total += (size_t)n;
@@ -324,7 +324,7 @@ static void test_close_at_once(void **state)
     int64_t dt = wait_conns(1, 1000);
     assert_true(dt >= 0 && dt < 200); /* linger_ms is 300 */
     char buf[8];
-    assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+    assert_int_equal(ts_recv(fd, buf, sizeof buf, 0), 0);
     close(fd);
     assert_int_equal(stat_of("timeouts="), t_before); /* no linger expired */
 }
@@ -348,7 +348,7 @@ static void test_close_lingers_on_unread(void **state)
     usleep(100000);
     assert_int_equal(stat_of("conns="), 2); /* still lingering */
     char buf[8];
-    assert_int_equal(recv(fd, buf, sizeof buf, 0), 0);
+    assert_int_equal(ts_recv(fd, buf, sizeof buf, 0), 0);
     close(fd);
     int64_t dt = wait_conns(1, 1000);
     assert_true(dt >= 0 && dt < 150); /* ended by the EOF, not linger_ms */
@@ -422,7 +422,7 @@ static void test_defer_accept(void **state)
     assert_int_equal(stat_at(port, "conns="), 1); /* only the /stats one */
     assert_int_equal(stat_at(port, "accepted="), 3); /* the silent one is not among them */
     char buf[8];
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    ssize_t n = ts_recv(fd, buf, sizeof buf, 0);
     int64_t dt = ts_now_ms() - t0;
     assert_int_equal(n, 0); /* accepted at last, then closed quietly */
     assert_true(dt >= 900 + 280 && dt < 4000);

@@ -139,7 +139,7 @@ static void test_reset_mid_response(void **state)
         char buf[16384];
         size_t got = 0;
         while (got < (size_t)(round + 1) * 20000) {
-            ssize_t n = recv(fd, buf, got ? sizeof buf : 12, 0);
+            ssize_t n = ts_recv(fd, buf, got ? sizeof buf : 12, 0);
             assert_true(n > 0);
             if (!got) /* the answer has begun */
                 assert_memory_equal(buf, "HTTP/1.1 200", (size_t)n);
@@ -152,7 +152,7 @@ static void test_reset_mid_response(void **state)
     int fd = cli_connect(atomic_load(&H.port));
     cli_send(fd, S("GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\nGET /big?n=4000000 HTTP/1.1\r\nHost: t\r\n\r\n"));
     char buf[4096];
-    assert_true(recv(fd, buf, sizeof buf, 0) > 0);
+    assert_true(ts_recv(fd, buf, sizeof buf, 0) > 0);
     reset_close(fd);
     server_still_serves();
     assert_int_equal(server_conns(), 1);

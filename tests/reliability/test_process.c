@@ -234,7 +234,7 @@ static void *hammer_main(void *arg)
             size_t len = 0;
             int got = 0, ended = 0;
             while (got < PIPE) {
-                ssize_t k = recv(fd, buf + len, sizeof buf - len, 0);
+                ssize_t k = ts_recv(fd, buf + len, sizeof buf - len, 0);
                 if (k <= 0) {
                     ended = 1;
                     break;

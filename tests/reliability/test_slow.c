@@ -100,7 +100,7 @@ static void test_slowloris_500(void **state)
                 continue;
             int i = idx[j];
             char buf[256];
-            ssize_t k = recv(fd[i], buf, sizeof buf, 0);
+            ssize_t k = ts_recv(fd[i], buf, sizeof buf, 0);
             if (k > 0) {
                 size_t room = sizeof got[i] - 1 - gotn[i];
                 size_t c = (size_t)k < room ? (size_t)k : room;
@@ -195,7 +195,7 @@ static void test_slow_body(void **state)
             if (tend[i])
                 continue;
             char buf[256];
-            ssize_t k = recv(fd[i], buf, sizeof buf, MSG_DONTWAIT);
+            ssize_t k = ts_recv(fd[i], buf, sizeof buf, MSG_DONTWAIT);
             if (k > 0) {
                 assert_memory_equal(buf, "HTTP/1.1 408 ", 13);
                 tend[i] = ts_now_ms();
@@ -270,7 +270,7 @@ static void test_slow_reader(void **state)
     struct timeval tv = {.tv_sec = 2};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     for (;;) {
-        ssize_t k = recv(fd, buf, sizeof buf, 0);
+        ssize_t k = ts_recv(fd, buf, sizeof buf, 0);
         if (k <= 0) {
             assert_true(k == 0 || errno == ECONNRESET);
             break;
@@ -314,7 +314,7 @@ static void *pipe_reader_main(void *arg)
      * each body. */
     size_t len = 0;
     while (r->answers < NPIPE) {
-        ssize_t k = recv(r->fd, buf + len, sizeof buf - len, 0);
+        ssize_t k = ts_recv(r->fd, buf + len, sizeof buf - len, 0);
         if (k <= 0)
             break;
         len += (size_t)k;
@@ -484,7 +484,7 @@ static void test_idle_close(void **state)
             if (!pfd[i].revents || tend[i])
                 continue;
             char buf[64];
-            ssize_t k = recv(fd[i], buf, sizeof buf, MSG_DONTWAIT);
+            ssize_t k = ts_recv(fd[i], buf, sizeof buf, MSG_DONTWAIT);
             assert_true(k <= 0); /* closed quietly, no answer */
             tend[i] = ts_now_ms();
             open--;

@@ -682,7 +682,7 @@ static void *reader_main(void *p)
     struct reader *r = p;
     static uint8_t buf[8192];
     while (r->got < r->want) {
-        ssize_t n = read(r->fd, buf, sizeof buf);
+        ssize_t n = ts_recv(r->fd, buf, sizeof buf, 0);
         if (n <= 0) {
             r->eof = 1;
             break;
@@ -888,7 +888,7 @@ static void *sink_main(void *p)
     struct sink *k = p;
     static uint8_t buf[1 << 16];
     for (;;) {
-        ssize_t n = read(k->fd, buf, sizeof buf);
+        ssize_t n = ts_recv(k->fd, buf, sizeof buf, 0);
         if (n <= 0)
             break;
         if (k->got + (size_t)n > k->want || memcmp(buf, k->src + k->got, (size_t)n))

@@ -123,6 +123,21 @@ void ts_tcp_pair(int fds[2])
     close(l);
 }
 
+ssize_t ts_recv(int fd, void *buf, size_t len, int flags)
+{
+    size_t got = 0;
+    for (;;) {
+        ssize_t n = recv(fd, (char *)buf + got, len - got, flags);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return got ? (ssize_t)got : -1;
+        got += (size_t)n;
+        if (n == 0 || !(flags & MSG_WAITALL) || got == len)
+            return (ssize_t)got;
+    }
+}
+
 int ts_fd_count(void)
 {
     DIR *d = opendir("/proc/self/fd");

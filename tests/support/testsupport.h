@@ -30,6 +30,13 @@ int ts_listen(int v6, uint16_t *port);
 int ts_connect(uint16_t port);
 /* A connected TCP pair over loopback: fds[0] client, fds[1] server side. */
 void ts_tcp_pair(int fds[2]);
+/* recv(2) for the tests' blocking sockets, most of which have SO_RCVTIMEO:
+ * such a receive fails with EINTR (instead of being restarted) whenever
+ * the kernel interrupts its wait, with or without a signal to handle, and
+ * this retries it.  With MSG_WAITALL it goes on until len bytes, EOF or an
+ * error, like recv without the interruption.  The socket's own timeout
+ * still bounds each wait (-1, EAGAIN). */
+ssize_t ts_recv(int fd, void *buf, size_t len, int flags);
 /* Number of open descriptors of this process. */
 int ts_fd_count(void);
 /* Monotonic ms. */
