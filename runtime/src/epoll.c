@@ -19,7 +19,10 @@
  * matching FIFO until the kernel says -EAGAIN again.  Multishot kinds
  * (accept, recv_multi) stay at the head of their FIFO and deliver every
  * result of an edge (capped per edge for fairness: what is left is
- * retried next iteration as if a new edge had come).
+ * retried next iteration as if a new edge had come).  The one exception
+ * is a listener, level-triggered while an accept heads its readers
+ * (PF_LEVEL): one connection per wait, and no accept4 only to hear EAGAIN
+ * (see EP_LEVEL in epoll_fd.c).
  *
  * Parking costs no system call.  The registration is kept while the
  * backend holds an op of the descriptor (fdent.busy, counted by PF_FDREF
@@ -105,6 +108,21 @@
 
 static void drain_done(struct eddy_loop *loop);
 
+/* The accept that kept its listener level-triggered (PF_LEVEL) left the
+ * head of its readers: the next accept there keeps it so, or the
+ * listener is edge-triggered again (see EP_LEVEL in epoll_fd.c). */
+static __attribute__((noinline)) void level_pass(struct eddy_loop *loop, struct eddy_op *op)
+{
+    int fd = op_target_fd(op);
+    struct fdent *f = &E(loop)->fds[fd];
+    struct eddy_op *next = f->rd.head;
+    op->pflags &= ~PF_LEVEL;
+    if (next && next->kind == K_ACCEPT)
+        next->pflags |= PF_LEVEL;
+    else if (f->st & FD_REG)
+        (void)fd_level(loop, fd, false); /* fails only if fd is gone, and its registration */
+}
+
 /* Takes op off its descriptor's FIFO (and the heap): it is done waiting. */
 static void unpark(struct eddy_loop *loop, struct eddy_op *op)
 {
@@ -113,6 +131,8 @@ static void unpark(struct eddy_loop *loop, struct eddy_op *op)
         fifo_remove(op_queue(f, op), op);
         op->pflags &= ~PF_PARKED;
         loop->inflight--;
+        if (op->pflags & PF_LEVEL)
+            level_pass(loop, op);
     }
     ep_heap_remove(loop, op);
 }
@@ -134,15 +154,19 @@ static void park(struct eddy_loop *loop, struct eddy_op *op)
     int fd = op_target_fd(op);
     struct fdent *f = fd_known(loop, fd);
     bool out = wants_out(op);
+    /* An accept at the head of the readers: level-triggered (EP_LEVEL). */
+    bool level = op->kind == K_ACCEPT && (!f || !(f->st & FD_REG) || fifo_empty(&f->rd));
     int rc = 0;
     if (!f || !(f->st & FD_REG)) {
         /* The kernel first: a bogus number never sizes the table. */
-        rc = fd < 0 ? -EBADF : fd_register(loop, fd, out);
+        rc = fd < 0 ? -EBADF : fd_register(loop, fd, out, level);
         if (!rc && !(f = fd_ent(loop, fd)))
             rc = -ENOMEM;
         if (!rc) /* readiness unknown: may be ready */
             f->st = (uint8_t)((f->st & FD_NOSHORT) | FD_REG | RDY_IN | RDY_OUT |
                               (out ? FD_OUT : 0));
+    } else if (level) {
+        rc = fd_level(loop, fd, true);
     } else if (out && !(f->st & FD_OUT)) {
         rc = fd_watch_out(loop, fd);
         if (!rc)
@@ -151,9 +175,13 @@ static void park(struct eddy_loop *loop, struct eddy_op *op)
     if (!rc && op->deadline_ns && !in_heap(op))
         rc = ep_heap_push(loop, op, op->deadline_ns);
     if (rc) {
+        if (level && f && (f->st & FD_REG))
+            (void)fd_level(loop, fd, false); /* the heap was full: as it was */
         complete(loop, op, rc);
         return;
     }
+    if (level)
+        op->pflags |= PF_LEVEL;
     fd_ref(f, op);
     fifo_push(op_queue(f, op), op);
     op->pflags |= PF_PARKED;
@@ -214,8 +242,12 @@ static int accept_step(struct eddy_loop *loop, struct eddy_op *op)
         fd_accepted(loop, res, op->pflags & PF_DEFERS);
         op->u.accept.backoff_ms = 0;
         loop->st.completions++;
+        /* Before the callback, which may end the op and reuse it.
+         * Level-triggered, the next wait says whether more are queued:
+         * no accept4 to hear EAGAIN. */
+        bool level = op->pflags & PF_LEVEL;
         op_deliver(loop, op, res, 0);
-        return STEP_NEXT;
+        return level ? STEP_WAIT : STEP_NEXT;
     }
     if (accept_transient(res))
         return STEP_NEXT; /* quietly, the next one */

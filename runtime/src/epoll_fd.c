@@ -122,16 +122,40 @@ bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
  * nothing; most connections never wait to write.
  */
 #define EP_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLPRI | EPOLLET)
-int fd_register(struct eddy_loop *loop, int fd, bool out)
+
+/*
+ * A listener is the one exception, level-triggered while an accept heads
+ * its readers (PF_LEVEL; fd_level): edge-triggered, every edge would have
+ * to be drained to the accept4 that says EAGAIN (an edge stands for one or
+ * several connections), a system call per wait for nothing; level-triggered,
+ * each wait says whether more are queued, so one accept per wait is all.
+ * Without a parked accept (none, or one backing off) it is edge-triggered
+ * again, or every wait would report the connections nobody takes.
+ */
+#define EP_LEVEL EPOLLIN
+
+static uint32_t ep_events(bool out, bool level)
 {
-    struct epoll_event ev = {.events = EP_EVENTS | (out ? EPOLLOUT : 0), .data.fd = fd};
+    return level ? EP_LEVEL : EP_EVENTS | (out ? EPOLLOUT : 0);
+}
+
+int fd_register(struct eddy_loop *loop, int fd, bool out, bool level)
+{
+    struct epoll_event ev = {.events = ep_events(out, level), .data.fd = fd};
     if (epoll_ctl(E(loop)->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
         return 0;
     if (errno != EEXIST)
         return -errno;
-    if (out && epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+    if ((out || level) && epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
         return -errno;
     return 0;
+}
+
+int fd_level(struct eddy_loop *loop, int fd, bool level)
+{
+    struct fdent *f = &E(loop)->fds[fd];
+    struct epoll_event ev = {.events = ep_events(f->st & FD_OUT, level), .data.fd = fd};
+    return epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
 /* The first writer (or poller of POLLOUT) waits on a registration without

@@ -209,7 +209,10 @@ void fd_unref(struct eddy_loop *loop, int fd);
 void op_unref(struct eddy_loop *loop, struct eddy_op *op);
 void fd_accepted(struct eddy_loop *loop, int fd, bool defers);
 bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked, unsigned msgflags);
-int fd_register(struct eddy_loop *loop, int fd, bool out);
+int fd_register(struct eddy_loop *loop, int fd, bool out, bool level);
+/* A registered listener level-triggered (level) or edge-triggered again:
+ * 0 or -errno (see EP_LEVEL in epoll_fd.c). */
+int fd_level(struct eddy_loop *loop, int fd, bool level);
 int fd_watch_out(struct eddy_loop *loop, int fd);
 void fd_retry(struct eddy_loop *loop, int fd, unsigned dirs);
 

@@ -72,6 +72,8 @@ enum {
     PF_DEFERS = 1u << 17,     /* epoll: accept on a TCP_DEFER_ACCEPT listener (bytes come first) */
     PF_POLL_FIRST = 1u << 18, /* io_uring: a single-shot accept that met -EAGAIN waits for
                                  readiness before each accept (a non-blocking listener on 5.10) */
+    PF_LEVEL = 1u << 19,      /* epoll: the accept heading its listener's readers, which is
+                                 registered level-triggered while it does (epoll_fd.c) */
     /* fault.c: bits 24..31 hold an errno a multishot op ends with (its
      * cancel is on its way); eddy_cancel() clears them */
     PF_FAULT_END_SHIFT = 24,

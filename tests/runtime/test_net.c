@@ -301,6 +301,110 @@ static void test_accept_200(void **state)
     ts_loop_free(loop);
 }
 
+/*
+ * Connections that come one at a time, on a non-blocking listener: one
+ * accept per connection, nothing more.  On epoll the listener is
+ * level-triggered while an accept waits on it, so no accept4 is made only
+ * to hear EAGAIN (edge-triggered, each edge would cost two); on io_uring a
+ * multishot accept takes one SQE in all, a single-shot one (5.10) one per
+ * connection and a readiness poll.
+ */
+static void test_accept_one_by_one(void **state)
+{
+    (void)state;
+    enum { N = 20 };
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    int l, clients[N];
+    assert_int_equal(eddy_listen_tcp("127.0.0.1", 0, 64, 0, &l), 0);
+    uint16_t port = (uint16_t)eddy_sock_port(l);
+    struct acc *a = acc_new(AF_INET);
+    assert_int_equal(eddy_accept(loop, &a->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
+    ts_run_for(loop, 5);
+    struct eddy_loop_stats st0, st1;
+    eddy_loop_stats(loop, &st0);
+    for (int i = 0; i < N; i++) {
+        clients[i] = ts_connect(port);
+        TS_RUN_UNTIL(loop, a->n == i + 1, 2000);
+    }
+    ts_run_for(loop, 5);
+    eddy_loop_stats(loop, &st1);
+    uint64_t sqes = st1.sqes - st0.sqes;
+    print_message("%d connections one by one (%s): %llu accept SQEs / accept4 calls\n", N,
+                  eddy_loop_backend(loop), (unsigned long long)sqes);
+    check_pairs(a, clients, N);
+    assert_int_equal(a->errors, 0);
+    if (ts_backend_is_epoll())
+        assert_true(sqes <= N + 1);
+    else if (eddy_loop_features(loop) & EDDY_FEAT_ACCEPT_MULTI)
+        assert_true(sqes < N);
+    else
+        assert_true(sqes <= 2 * N + 1);
+    acc_cancel(loop, a);
+    acc_close_fds(a);
+    for (int i = 0; i < N; i++)
+        close(clients[i]);
+    close(l);
+    free(a);
+    ts_loop_free(loop);
+}
+
+/*
+ * Connections queued on a listener nobody accepts any more must not keep
+ * the loop awake (on epoll the listener is edge-triggered again once its
+ * last accept leaves); of two accepts on one listener, the one left takes
+ * the connections after the other is cancelled; a new accept takes the
+ * queued ones.
+ */
+static void test_accept_cancel_queued(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    int l, c[7];
+    assert_int_equal(eddy_listen_tcp("127.0.0.1", 0, 64, 0, &l), 0);
+    uint16_t port = (uint16_t)eddy_sock_port(l);
+    struct acc *a = acc_new(AF_INET), *b = acc_new(AF_INET), *d = acc_new(AF_INET);
+    assert_int_equal(eddy_accept(loop, &a->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
+    assert_int_equal(eddy_accept(loop, &b->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
+    c[0] = ts_connect(port);
+    c[1] = ts_connect(port);
+    TS_RUN_UNTIL(loop, a->n + b->n == 2, 2000);
+    acc_cancel(loop, a);
+    int before = a->n + b->n;
+    c[2] = ts_connect(port);
+    c[3] = ts_connect(port);
+    TS_RUN_UNTIL(loop, b->n == before - a->n + 2, 2000);
+    assert_int_equal(a->n + b->n, 4);
+    acc_cancel(loop, b);
+
+    for (int i = 4; i < 7; i++)
+        c[i] = ts_connect(port);
+    struct one t = {0};
+    struct eddy_loop_stats st0, st1;
+    eddy_loop_stats(loop, &st0);
+    assert_int_equal(eddy_timer(loop, &t.op, 100, one_cb), 0);
+    /* The timer is the only active op: the run ends with it. */
+    assert_true(eddy_loop_run(loop, EDDY_RUN_DEFAULT) >= 0);
+    assert_int_equal(t.calls, 1);
+    eddy_loop_stats(loop, &st1);
+    print_message("3 connections queued, no accept: %llu iterations in 100 ms\n",
+                  (unsigned long long)(st1.iterations - st0.iterations));
+    assert_true(st1.iterations - st0.iterations < 20);
+
+    assert_int_equal(eddy_accept(loop, &d->op, l, NULL, NULL, SOCK_CLOEXEC, accept_cb), 0);
+    TS_RUN_UNTIL(loop, d->n == 3, 2000);
+    assert_int_equal(a->errors + b->errors + d->errors, 0);
+    acc_cancel(loop, d);
+    struct acc *all[] = {a, b, d};
+    for (int i = 0; i < 3; i++) {
+        acc_close_fds(all[i]);
+        free(all[i]);
+    }
+    for (int i = 0; i < 7; i++)
+        close(c[i]);
+    close(l);
+    ts_loop_free(loop);
+}
+
 /* A CQ of 8 entries cannot hold 100 accepts at once: the kernel ends a
  * multishot accept without F_MORE, and eddy must re-arm it. */
 static void test_accept_200_tiny_cq(void **state)
@@ -1403,6 +1507,8 @@ int main(void)
         T(test_accept_not_listening),
         T(test_accept_ipv6),
         T(test_accept_200),
+        T(test_accept_one_by_one),
+        T(test_accept_cancel_queued),
         T(test_accept_200_tiny_cq),
         cmocka_unit_test_setup_teardown(test_accept_emfile, ts_fd_setup, emfile_teardown),
         cmocka_unit_test_setup_teardown(test_accept_emfile_cancel, ts_fd_setup, emfile_teardown),
