@@ -136,7 +136,7 @@ bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
 
 static uint32_t ep_events(bool out, bool level)
 {
-    return level ? EP_LEVEL : EP_EVENTS | (out ? EPOLLOUT : 0);
+    return (level ? EP_LEVEL : EP_EVENTS) | (out ? EPOLLOUT : 0);
 }
 
 int fd_register(struct eddy_loop *loop, int fd, bool out, bool level)
@@ -163,7 +163,9 @@ int fd_level(struct eddy_loop *loop, int fd, bool level)
  * it is now, so room made since the -EAGAIN is not missed. */
 int fd_watch_out(struct eddy_loop *loop, int fd)
 {
-    struct epoll_event ev = {.events = EP_EVENTS | EPOLLOUT, .data.fd = fd};
+    struct eddy_op *head = E(loop)->fds[fd].rd.head; /* keeps a listener's level */
+    bool level = head && (head->pflags & PF_LEVEL);
+    struct epoll_event ev = {.events = ep_events(true, level), .data.fd = fd};
     return epoll_ctl(E(loop)->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
