@@ -13,35 +13,6 @@ const char *const demo_route_path[R_COUNT] = {
     "/plaintext-fiber", "/stats", "/", "/api/race", "/api/routes", "/api/stalls",
 };
 
-int64_t demo_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void demo_route_begin(struct loopctx *lc, enum route r)
-{
-    lc->routes[r].requests++;
-    lc->routes[r].in_flight++;
-}
-
-void demo_route_end(struct loopctx *lc, enum route r, enum outcome out, int64_t t0_ns)
-{
-    struct route_stats *rs = &lc->routes[r];
-    rs->in_flight--;
-    if (out == OUT_ABORTED) {
-        rs->aborted++;
-        return;
-    }
-    if (out == OUT_ANSWERED)
-        rs->answered++;
-    else
-        rs->failed++;
-    int64_t us = (demo_clock_ns() - t0_ns) / 1000;
-    hist_record(&rs->lat, us > 0 ? (uint64_t)us : 0);
-}
-
 uint64_t demo_routes_in_flight(const struct loopctx *lc)
 {
     uint64_t busy = 0;

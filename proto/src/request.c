@@ -359,7 +359,8 @@ void req_close_after(struct eddy_http_req *r)
 /* Ends the handler's headers with Content-Type (when ctype) and the blank
  * line, with room for more bytes of body after them; false without memory
  * (nothing written). */
-static bool put_ctype(struct eddy_http_req *r, const char *ctype, size_t more)
+static inline __attribute__((always_inline)) bool put_ctype(struct eddy_http_req *r,
+                                                            const char *ctype, size_t more)
 {
     size_t ctl = ctype ? strlen(ctype) : 0;
     if (!out_reserve(r, ctl + 18 + more))

@@ -163,9 +163,30 @@ static bool route_match(const struct route *rt, const char *path, size_t plen, b
                         size_t prefix_len)
 {
     if (exact)
-        return rt->flags == EDDY_HTTP_EXACT && rt->plen == plen && !memcmp(rt->path, path, plen);
+        return rt->plen == plen && rt->flags == EDDY_HTTP_EXACT && !memcmp(rt->path, path, plen);
     return rt->flags == EDDY_HTTP_PREFIX && rt->plen <= plen && rt->plen == prefix_len &&
            !memcmp(rt->path, path, rt->plen);
+}
+
+/* Among the routes of one path: the route of this very method, else (HEAD)
+ * the GET route, else the any-method route.  The order of registration
+ * does not matter (eddy_http_route refuses duplicates, so each is unique). */
+struct pick {
+    struct route *same, *head_get, *any;
+};
+
+/* Ranks rt (whose path matched) for method m; true when it is the very
+ * method's route, which nothing beats. */
+static bool pick_rank(struct pick *pk, struct route *rt, const char *m, bool head)
+{
+    if (!rt->method)
+        pk->any = rt;
+    else if (!strcmp(rt->method, m)) {
+        pk->same = rt;
+        return true;
+    } else if (head && !strcmp(rt->method, "GET"))
+        pk->head_get = rt;
+    return false;
 }
 
 /* Whether the ", "-separated list holds the name m (m may be part of
@@ -209,6 +230,12 @@ static void answer_405(struct eddy_http_req *r, const char *path, size_t plen, b
         answer_or_drop(r, 405, "405 Method Not Allowed\n", 23);
 }
 
+/*
+ * An exact route wins over every prefix; among prefixes the longest.  The
+ * common case, an exact path, takes one pass over the table that stops at
+ * the method's own route; only a path without an exact route scans the
+ * prefixes, then ranks the methods of the longest.
+ */
 static void route_dispatch(struct eddy_http_req *r)
 {
     struct eddy_http_server *srv = r->srv;
@@ -218,10 +245,15 @@ static void route_dispatch(struct eddy_http_req *r)
     bool head = r->method == HTTP_HEAD;
     bool exact = false, known = false;
     size_t pl = 0;
-    /* An exact route wins over every prefix; among prefixes the longest. */
-    for (unsigned i = 0; i < srv->nroutes; i++)
-        if (route_match(&srv->routes[i], path, plen, true, 0))
+    struct pick pk = {NULL, NULL, NULL};
+    for (unsigned i = 0; i < srv->nroutes; i++) {
+        struct route *rt = &srv->routes[i];
+        if (route_match(rt, path, plen, true, 0)) {
             exact = known = true;
+            if (pick_rank(&pk, rt, m, head))
+                break;
+        }
+    }
     if (!exact) {
         for (unsigned i = 0; i < srv->nroutes; i++) {
             struct route *rt = &srv->routes[i];
@@ -231,23 +263,12 @@ static void route_dispatch(struct eddy_http_req *r)
                 pl = rt->plen;
             }
         }
+        for (unsigned i = 0; known && i < srv->nroutes; i++)
+            if (route_match(&srv->routes[i], path, plen, false, pl) &&
+                pick_rank(&pk, &srv->routes[i], m, head))
+                break;
     }
-    /* The route of this very method, else (HEAD) the GET route, else the
-     * any-method route: the order of registration does not matter (and
-     * eddy_http_route refuses duplicates, so each is unique). */
-    struct route *same = NULL, *head_get = NULL, *any = NULL;
-    for (unsigned i = 0; known && i < srv->nroutes; i++) {
-        struct route *rt = &srv->routes[i];
-        if (!route_match(rt, path, plen, exact, pl))
-            continue;
-        if (!rt->method)
-            any = rt;
-        else if (!strcmp(rt->method, m))
-            same = rt;
-        else if (head && !strcmp(rt->method, "GET"))
-            head_get = rt;
-    }
-    struct route *best = same ? same : head_get ? head_get : any;
+    struct route *best = pk.same ? pk.same : pk.head_get ? pk.head_get : pk.any;
     r->flags |= R_DISPATCHED;
     srv->st.requests++;
     if (best) {

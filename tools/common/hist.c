@@ -6,18 +6,6 @@
 
 void hist_init(struct hist *h) { memset(h, 0, sizeof *h); }
 
-unsigned hist_index(uint64_t v)
-{
-    if (v < 2 * HIST_SUB)
-        return (unsigned)v;
-    if (v >> HIST_MAX_EXP)
-        return HIST_BUCKETS - 1;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* >= HIST_SUB_BITS + 1 */
-    unsigned shift = e - HIST_SUB_BITS;
-    unsigned sub = (unsigned)(v >> shift); /* HIST_SUB .. 2 * HIST_SUB - 1 */
-    return 2 * HIST_SUB + (e - HIST_SUB_BITS - 1) * HIST_SUB + (sub - HIST_SUB);
-}
-
 void hist_bounds(unsigned i, uint64_t *low, uint64_t *width)
 {
     if (i < 2 * HIST_SUB) {
@@ -29,17 +17,6 @@ void hist_bounds(unsigned i, uint64_t *low, uint64_t *width)
     unsigned shift = k / HIST_SUB + 1;
     *low = (uint64_t)(k % HIST_SUB + HIST_SUB) << shift;
     *width = (uint64_t)1 << shift;
-}
-
-void hist_record(struct hist *h, uint64_t v)
-{
-    h->counts[hist_index(v)]++;
-    if (h->n == 0 || v < h->min)
-        h->min = v;
-    if (v > h->max)
-        h->max = v;
-    h->n++;
-    h->sum += v;
 }
 
 /*
