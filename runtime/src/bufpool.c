@@ -75,7 +75,7 @@ int eddy_bufpool_destroy(struct eddy_bufpool *pool)
 
 void *eddy_bufpool_buf(const struct eddy_bufpool *pool, uint16_t bid)
 {
-    return pool->mem + (size_t)bid * pool->size;
+    return bufpool_buf(pool, bid);
 }
 
 unsigned eddy_bufpool_bufsize(const struct eddy_bufpool *pool)
@@ -86,14 +86,6 @@ unsigned eddy_bufpool_bufsize(const struct eddy_bufpool *pool)
 unsigned eddy_bufpool_free_count(const struct eddy_bufpool *pool)
 {
     return pool->ring ? pool->count - pool->out : pool->nfree;
-}
-
-bool bufpool_take(struct eddy_bufpool *pool, uint16_t *bid)
-{
-    if (!pool->nfree)
-        return false;
-    *bid = pool->free_ids[--pool->nfree];
-    return true;
 }
 
 void bufpool_park(struct eddy_bufpool *pool, struct eddy_op *op)

@@ -134,7 +134,8 @@ static void unpark(struct eddy_loop *loop, struct eddy_op *op)
         if (op->pflags & PF_LEVEL)
             level_pass(loop, op);
     }
-    ep_heap_remove(loop, op);
+    if (in_heap(op)) /* (the test inline: most ops have no deadline) */
+        ep_heap_remove(loop, op);
 }
 
 /* The final result of op, delivered by the next drain of the done list. */
@@ -285,7 +286,7 @@ static int recvm_step(struct eddy_loop *loop, struct eddy_op *op)
     unsigned len = fault_clamp_len(loop, op, pool->size);
     ssize_t n;
     do
-        n = ep_recv(op->u.recvm.fd, eddy_bufpool_buf(pool, bid), len, MSG_DONTWAIT);
+        n = ep_recv(op->u.recvm.fd, bufpool_buf(pool, bid), len, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     int res = n >= 0 ? (int)n : -errno;
     if (res == -EAGAIN) {
@@ -307,7 +308,7 @@ static int recvm_step(struct eddy_loop *loop, struct eddy_op *op)
         return drained ? STEP_WAIT : STEP_NEXT;
     }
     loop->st.completions++;
-    op->buf = eddy_bufpool_buf(pool, bid);
+    op->buf = bufpool_buf(pool, bid);
     op->bid = bid;
     op_deliver(loop, op, res, EDDY_OP_BUFFER);
     return drained ? STEP_WAIT : STEP_NEXT;

@@ -47,15 +47,6 @@ void fd_forget(struct eddy_loop *loop, int fd)
 }
 
 
-/* The backend no longer holds an op counted on fd. */
-void fd_unref(struct eddy_loop *loop, int fd)
-{
-    struct fdent *f = &E(loop)->fds[fd];
-    assert(f->busy > 0);
-    if (--f->busy == 0) /* the user may close it now: ask at the next park */
-        f->st &= FD_NOSHORT; /* (kept: an edge it came with is not repeated) */
-}
-
 /* op leaves the backend without a final callback from it (to a pool's
  * waiters, or dropped): its count goes. */
 void op_unref(struct eddy_loop *loop, struct eddy_op *op)
@@ -78,35 +69,21 @@ void fd_accepted(struct eddy_loop *loop, int fd, bool defers)
         f->st = defers ? 0 : FD_FRESH;
 }
 
-/*
- * A read of got bytes out of asked, with msgflags: true (and the direction
- * marked not ready) when it emptied a stream socket's queue, so the next
- * read would say -EAGAIN until a new edge.  Not for a peek (the bytes
- * stay), nor for datagrams (one per read); the socket type is asked once
- * per registration.
- */
-bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
-                         unsigned msgflags)
+/* read_drained's question, once per registration: is fd a stream socket?
+ * (The first short read does not ask: a connection that reads once never
+ * does.)  Sets FD_TYPED and FD_STREAM on f; false if not a stream (yet). */
+bool fd_type_stream(struct fdent *f, int fd)
 {
-    struct fdent *f = fd_known(loop, fd);
-    if (!f || (f->st & (FD_REG | FD_NOSHORT)) != FD_REG || got <= 0 || (size_t)got >= asked ||
-        (msgflags & (MSG_PEEK | MSG_OOB)))
+    if (!(f->st & FD_SHORT1)) {
+        f->st |= FD_SHORT1; /* may try once for nothing: no question yet */
         return false;
-    if (!(f->st & FD_TYPED)) {
-        if (!(f->st & FD_SHORT1)) {
-            f->st |= FD_SHORT1; /* may try once for nothing: no question yet */
-            return false;
-        }
-        int type = 0;
-        socklen_t len = sizeof type;
-        f->st |= FD_TYPED;
-        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM)
-            f->st |= FD_STREAM;
     }
-    if (!(f->st & FD_STREAM))
-        return false;
-    f->st &= (uint8_t)~RDY_IN;
-    return true;
+    int type = 0;
+    socklen_t len = sizeof type;
+    f->st |= FD_TYPED;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM)
+        f->st |= FD_STREAM;
+    return f->st & FD_STREAM;
 }
 
 /*

@@ -205,10 +205,9 @@ int ep_try_once(struct eddy_loop *loop, struct eddy_op *op);
 
 struct fdent *fd_ent(struct eddy_loop *loop, int fd);
 void fd_forget(struct eddy_loop *loop, int fd);
-void fd_unref(struct eddy_loop *loop, int fd);
 void op_unref(struct eddy_loop *loop, struct eddy_op *op);
 void fd_accepted(struct eddy_loop *loop, int fd, bool defers);
-bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked, unsigned msgflags);
+bool fd_type_stream(struct fdent *f, int fd);
 int fd_register(struct eddy_loop *loop, int fd, bool out, bool level);
 /* A registered listener level-triggered (level) or edge-triggered again:
  * 0 or -errno (see EP_LEVEL in epoll_fd.c). */
@@ -232,6 +231,15 @@ static inline void fd_ref(struct fdent *f, struct eddy_op *op)
     }
 }
 
+/* The backend no longer holds an op counted on fd. */
+static inline void fd_unref(struct eddy_loop *loop, int fd)
+{
+    struct fdent *f = &E(loop)->fds[fd];
+    assert(f->busy > 0);
+    if (--f->busy == 0) /* the user may close it now: ask at the next park */
+        f->st &= FD_NOSHORT; /* (kept: an edge it came with is not repeated) */
+}
+
 /* A try in op's direction said -EAGAIN: wait for the next edge. */
 static inline void not_ready(struct eddy_loop *loop, const struct eddy_op *op)
 {
@@ -250,6 +258,26 @@ static inline bool may_be_ready(const struct fdent *f, const struct eddy_op *op)
     if (!(f->st & FD_REG))
         return !(dir == RDY_IN && (f->st & FD_FRESH));
     return f->st & dir;
+}
+
+/*
+ * A read of got bytes out of asked, with msgflags: true (and the direction
+ * marked not ready) when it emptied a stream socket's queue, so the next
+ * read would say -EAGAIN until a new edge.  Not for a peek (the bytes
+ * stay), nor for datagrams (one per read); the socket type is asked once
+ * per registration.
+ */
+static inline bool read_drained(struct eddy_loop *loop, int fd, int got, size_t asked,
+                                unsigned msgflags)
+{
+    struct fdent *f = fd_known(loop, fd);
+    if (!f || (f->st & (FD_REG | FD_NOSHORT)) != FD_REG || got <= 0 || (size_t)got >= asked ||
+        (msgflags & (MSG_PEEK | MSG_OOB)))
+        return false;
+    if (!(f->st & FD_TYPED) ? !fd_type_stream(f, fd) : !(f->st & FD_STREAM))
+        return false;
+    f->st &= (uint8_t)~RDY_IN;
+    return true;
 }
 
 /* Does op wait for room to write (or for POLLOUT)? */

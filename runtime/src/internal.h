@@ -291,7 +291,21 @@ void post_arm_wake(struct eddy_loop *loop);
 
 /* bufpool.c */
 void bufpool_park(struct eddy_bufpool *pool, struct eddy_op *op);
-bool bufpool_take(struct eddy_bufpool *pool, uint16_t *bid);
+
+/* Buffer bid's bytes (eddy_bufpool_buf, inline for the backends' paths). */
+static inline void *bufpool_buf(const struct eddy_bufpool *pool, uint16_t bid)
+{
+    return pool->mem + (size_t)bid * pool->size;
+}
+
+/* A free buffer of a pool without a kernel ring into *bid; false if dry. */
+static inline bool bufpool_take(struct eddy_bufpool *pool, uint16_t *bid)
+{
+    if (!pool->nfree)
+        return false;
+    *bid = pool->free_ids[--pool->nfree];
+    return true;
+}
 
 /* work.c */
 /* Starts a thread of the loop's own (a worker, the watchdog) with every

@@ -415,7 +415,7 @@ void op_finish(struct eddy_loop *loop, struct eddy_op *op, int res)
 void op_finish_buffer(struct eddy_loop *loop, struct eddy_op *op, int res, uint16_t bid)
 {
     op->flags = EDDY_OP_BUFFER;
-    op->buf = eddy_bufpool_buf(op->u.recvm.pool, bid);
+    op->buf = bufpool_buf(op->u.recvm.pool, bid);
     op->bid = bid;
     op_end(loop, op, res);
 }

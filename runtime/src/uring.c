@@ -251,7 +251,7 @@ static void uring_buf_unregister(struct eddy_bufpool *pool)
 
 static void uring_buf_put(struct eddy_bufpool *pool, uint16_t bid)
 {
-    io_uring_buf_ring_add(pool->br, eddy_bufpool_buf(pool, bid), pool->size,
+    io_uring_buf_ring_add(pool->br, bufpool_buf(pool, bid), pool->size,
                           bid, io_uring_buf_ring_mask(pool->count), 0);
     io_uring_buf_ring_advance(pool->br, 1);
 }

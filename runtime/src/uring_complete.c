@@ -150,7 +150,7 @@ static void recv_data(struct eddy_loop *loop, struct eddy_op *op, int res, bool 
         else
             uring_arm(loop, op);
     }
-    op->buf = eddy_bufpool_buf(op->u.recvm.pool, bid);
+    op->buf = bufpool_buf(op->u.recvm.pool, bid);
     /* The fallback's re-armed recv already holds its next buffer in
      * op->bid: lend op->bid to the callback, then restore it, or the
      * next completion would report this buffer instead of its own. */

@@ -155,7 +155,7 @@ static void prep_recv_multi(struct eddy_loop *loop, struct eddy_op *op)
     op->bid = bid;
     op->pflags |= PF_HAS_BUF;
     struct io_uring_sqe *sqe = op_sqe(loop, op, TAG_OP);
-    io_uring_prep_recv(sqe, op->u.recvm.fd, eddy_bufpool_buf(pool, bid),
+    io_uring_prep_recv(sqe, op->u.recvm.fd, bufpool_buf(pool, bid),
                        fault_clamp_len(loop, op, pool->size), 0);
 }
 
