@@ -111,7 +111,7 @@ test -f "$(dirname "$pc")/eddy_http.pc" || fail "eddy_http.pc not installed"
 flags=$(pkg-config --cflags --static --libs eddy_http) || fail "pkg-config eddy_http"
 echo "flags: $flags"
 case " $flags " in
-*" -leddy_http "*" -leddy "*) ;;
+*" -leddy_http "*"-leddy "*) ;;
 *) fail "pkg-config --static --libs eddy_http lacks -leddy_http before -leddy" ;;
 esac
 # shellcheck disable=SC2086 # flags are words
