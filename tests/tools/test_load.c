@@ -497,6 +497,23 @@ static int count(const char *s, const char *needle)
     return n;
 }
 
+/* Requests the timeline's bars stand for: a bar each, but for the bars
+ * of neighbours too narrow to see apart, merged into one ("conn W: N
+ * requests from ...": how close instant answers fall is up to the
+ * machine). */
+static int bar_requests(const char *svg)
+{
+    int n = count(svg, "<rect class=\"req\"");
+    for (const char *p = svg; (p = strstr(p, "<rect class=\"reqs\"")); p++) {
+        unsigned w, k;
+        const char *t = strstr(p, "<title>conn ");
+        assert_non_null(t);
+        assert_int_equal(sscanf(t, "<title>conn %u: %u requests", &w, &k), 2);
+        n += (int)k;
+    }
+    return n;
+}
+
 static void url(char *buf, size_t cap, const char *path)
 {
     snprintf(buf, cap, "http://127.0.0.1:%d%s", atomic_load(&g_srv.port), path);
@@ -572,7 +589,10 @@ static void test_status_500(void **state)
     assert_int_equal((int)jnum(r.json, "errors_total"), 0);
     assert_non_null(strstr(r.out, "500: 10"));
     assert_non_null(r.svg);
-    assert_int_equal(count(r.svg, "fill=\"#d9362b\"><title>"), 10); /* all red */
+    /* all red: every bar, and the bars stand for the 10 requests */
+    assert_int_equal(count(r.svg, "fill=\"#d9362b\"><title>"),
+                     count(r.svg, "<rect class=\"req"));
+    assert_int_equal(bar_requests(r.svg), 10);
     free(r.svg);
 }
 
