@@ -179,13 +179,14 @@ struct pick {
  * method's route, which nothing beats. */
 static bool pick_rank(struct pick *pk, struct route *rt, const char *m, bool head)
 {
-    if (!rt->method)
+    if (!rt->method) {
         pk->any = rt;
-    else if (!strcmp(rt->method, m)) {
+    } else if (!strcmp(rt->method, m)) {
         pk->same = rt;
         return true;
-    } else if (head && !strcmp(rt->method, "GET"))
+    } else if (head && !strcmp(rt->method, "GET")) {
         pk->head_get = rt;
+    }
     return false;
 }
 

@@ -46,7 +46,6 @@ void fd_forget(struct eddy_loop *loop, int fd)
         f->st = 0;
 }
 
-
 /* op leaves the backend without a final callback from it (to a pool's
  * waiters, or dropped): its count goes. */
 void op_unref(struct eddy_loop *loop, struct eddy_op *op)
