@@ -369,13 +369,10 @@ int eddy_http_server_listen(struct eddy_http_server *srv)
     int rc = eddy_bufpool_init(srv->loop, &srv->pool, srv->o.rbuf_count, srv->o.rbuf_size);
     if (rc < 0)
         return rc;
-    /* On io_uring without a kernel buffer ring (before 5.19) every
-     * connection's pending receive holds a pool buffer: more connections
-     * than buffers would starve the newest, so the cap follows the pool
-     * there.  (On epoll a receive takes its buffer only when data is in.) */
-    if (!(eddy_loop_features(srv->loop) & EDDY_FEAT_BUF_RING) &&
-        strcmp(eddy_loop_backend(srv->loop), "epoll") != 0 &&
-        srv->o.max_conns > srv->o.rbuf_count)
+    /* Where every connection's waiting receive holds a pool buffer (io_uring
+     * without a kernel buffer ring, before 5.19), more connections than
+     * buffers would starve the newest: the cap follows the pool there. */
+    if (!eddy_bufpool_lazy(srv->pool) && srv->o.max_conns > srv->o.rbuf_count)
         srv->o.max_conns = srv->o.rbuf_count;
     int fd = srv->o.listen_fd > 0
                  ? srv->o.listen_fd

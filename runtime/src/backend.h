@@ -52,6 +52,10 @@ struct eddy_bufpool;
 struct backend {
     const char *name;  /* "io_uring", "epoll": for logs and, later, the API */
     size_t loop_size;  /* bytes to allocate for a loop: its struct, base first */
+    /* A receive waiting for data holds no buffer of a pool without a
+     * kernel ring either: it takes one when bytes are there (epoll).
+     * False: it holds one while it waits (io_uring's single recv). */
+    bool lazy_bufs;
 
     /* ---- lifecycle ---- */
 

@@ -83,6 +83,11 @@ unsigned eddy_bufpool_bufsize(const struct eddy_bufpool *pool)
     return pool->size;
 }
 
+int eddy_bufpool_lazy(const struct eddy_bufpool *pool)
+{
+    return pool->ring || pool->loop->be->lazy_bufs;
+}
+
 unsigned eddy_bufpool_free_count(const struct eddy_bufpool *pool)
 {
     return pool->ring ? pool->count - pool->out : pool->nfree;

@@ -783,6 +783,7 @@ static void ep_destroy(struct eddy_loop *loop)
 const struct backend backend_epoll = {
     .name = "epoll",
     .loop_size = sizeof(struct epoll_loop),
+    .lazy_bufs = true, /* the buffer is taken at the system call */
     .init = ep_init,
     .bind = ep_bind,
     .destroy = ep_destroy,

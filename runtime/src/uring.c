@@ -285,6 +285,7 @@ static void uring_destroy(struct eddy_loop *loop)
 const struct backend backend_uring = {
     .name = "io_uring",
     .loop_size = sizeof(struct uring_loop),
+    .lazy_bufs = false, /* without a ring, the SQE names its buffer */
     .init = uring_init,
     .bind = uring_bind,
     .destroy = uring_destroy,

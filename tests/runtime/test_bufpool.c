@@ -574,6 +574,49 @@ static void test_recv_once_dry_pool(void **state)
     ts_loop_free(loop);
 }
 
+/* eddy_bufpool_lazy says whether waiting receives hold buffers, and it is
+ * so: with one buffer and two receives waiting, a lazy pool keeps its
+ * buffer free and the second connection's bytes get it while the first
+ * still waits; otherwise the first receive holds it while it waits. */
+static void test_lazy(void **state)
+{
+    (void)state;
+    struct eddy_loop *loop = ts_loop_new(NULL);
+    struct eddy_bufpool *pool;
+    assert_int_equal(eddy_bufpool_init(loop, &pool, 1, 128), 0);
+    int want = ts_backend_is_epoll() || (eddy_loop_features(loop) & EDDY_FEAT_BUF_RING) != 0;
+    assert_int_equal(eddy_bufpool_lazy(pool), want);
+    int p1[2], p2[2];
+    ts_tcp_pair(p1);
+    ts_tcp_pair(p2);
+    struct once a, b;
+    once_start(loop, &a, p1[1], pool);
+    once_start(loop, &b, p2[1], pool);
+    run_for(loop, NULL, 0, 20);
+    assert_int_equal(a.calls + b.calls, 0);
+    assert_int_equal(eddy_bufpool_free_count(pool), want ? 1 : 0);
+    if (want) {
+        assert_int_equal(write(p2[0], "hi", 2), 2);
+        RUN_PUMPED(loop, (struct pump *)NULL, 0, b.calls > 0, 2000);
+        assert_int_equal(b.res, 2);
+        assert_memory_equal(b.data, "hi", 2);
+        assert_int_equal(a.calls, 0);
+        eddy_bufpool_put(pool, b.bid);
+    }
+    assert_int_equal(eddy_cancel(loop, &a.op), 0);
+    if (!want)
+        assert_int_equal(eddy_cancel(loop, &b.op), 0);
+    RUN_PUMPED(loop, (struct pump *)NULL, 0, a.calls > 0 && b.calls > 0, 2000);
+    run_for(loop, NULL, 0, 5);
+    assert_int_equal(eddy_bufpool_free_count(pool), 1);
+    assert_int_equal(eddy_bufpool_destroy(pool), 0);
+    for (int i = 0; i < 2; i++) {
+        close(p1[i]);
+        close(p2[i]);
+    }
+    ts_loop_free(loop);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, ts_fd_setup, ts_fd_teardown)
 
 int main(void)
@@ -587,6 +630,7 @@ int main(void)
         T(test_reset_final),
         T(test_recv_once),
         T(test_recv_once_dry_pool),
+        T(test_lazy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -641,6 +641,15 @@ void eddy_bufpool_put(struct eddy_bufpool *pool, uint16_t bid);
 void *eddy_bufpool_buf(const struct eddy_bufpool *pool, uint16_t bid);
 unsigned eddy_bufpool_bufsize(const struct eddy_bufpool *pool);
 unsigned eddy_bufpool_free_count(const struct eddy_bufpool *pool);
+/*
+ * Whether a receive waiting for data holds no buffer of the pool: 1
+ * with a kernel buffer ring (io_uring, 5.19+) and on the epoll backend
+ * (the buffer is taken when bytes are there); 0 on io_uring without a
+ * ring, where every waiting eddy_recv_multi / eddy_recv_once holds one, so
+ * at most count of them can wait at once: size the pool for the
+ * connections, or cap the connections at the pool (as the HTTP server does).
+ */
+int eddy_bufpool_lazy(const struct eddy_bufpool *pool);
 
 #ifdef __cplusplus
 }
